@@ -1,0 +1,172 @@
+"""Find, stage and load the SavedModel a batch job serves, and describe its signature.
+
+TensorFlow cannot read ``gs://`` here (its own GCS filesystem ignores the emulator and
+needs credentials of its own), so a model in Cloud Storage is copied to local disk through
+:mod:`jobcommon.storage` first, once per process.
+
+Example:
+    >>> model = load_model("gs://bucket/job/keras_export", "serving_default")  # doctest: +SKIP
+    >>> model.input_specs["pixels"].shape
+    (64,)
+    >>> model({"pixels": np.zeros((2, 64), np.float32)})["class_id"]  # doctest: +SKIP
+    array([3, 3])
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from jobcommon import exports, storage
+from jobcommon.errors import BadInputError, JobError
+from jobcommon.schema import SCHEMA_FILE, Schema
+
+log = logging.getLogger(__name__)
+
+
+class ModelLoadError(BadInputError):
+    """The model named by ``--model-dir`` cannot be loaded or lacks the signature asked for."""
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One signature input: ``shape`` excludes the batch dimension; None = any size."""
+
+    name: str
+    dtype: str  # numpy dtype name: float32, int64, ..., or "string" for tf.string
+    shape: tuple[int | None, ...]
+
+    @property
+    def is_string(self) -> bool:
+        return self.dtype == "string"
+
+    def numpy_dtype(self) -> Any:
+        return object if self.is_string else np.dtype(self.dtype)
+
+    def describe(self) -> str:
+        dims = ", ".join("?" if d is None else str(d) for d in self.shape)
+        return f"{self.name}: {self.dtype}[{dims}]"
+
+
+@dataclass(frozen=True)
+class SignatureInfo:
+    """What the pipeline needs to know about a signature, without holding TensorFlow objects."""
+
+    export_path: str
+    signature_name: str
+    input_specs: dict[str, InputSpec]
+    output_names: tuple[str, ...]
+    schema: Schema | None
+
+    @property
+    def takes_examples(self) -> bool:
+        """True for a tf.Example signature: one string input of serialized protos."""
+        return (
+            len(self.input_specs) == 1
+            and next(iter(self.input_specs.values())).is_string
+            and (
+                self.signature_name == exports.TF_EXAMPLE_SIGNATURE
+                or next(iter(self.input_specs)) == "examples"
+            )
+        )
+
+
+class LoadedModel:
+    """A loaded SavedModel and one of its signatures, callable on a dict of numpy batches."""
+
+    def __init__(self, loaded: Any, info: SignatureInfo) -> None:
+        # The loaded object owns the variables the signature captures: keep it alive.
+        self._loaded = loaded
+        self._fn = loaded.signatures[info.signature_name]
+        self.info = info
+
+    @property
+    def input_specs(self) -> dict[str, InputSpec]:
+        return self.info.input_specs
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import tensorflow as tf
+
+        tensors = {}
+        for name, spec in self.info.input_specs.items():
+            value = batch[name]
+            tensors[name] = tf.constant(value, dtype=tf.string if spec.is_string else spec.dtype)
+        outputs = self._fn(**tensors)
+        return {name: t.numpy() for name, t in outputs.items()}
+
+
+def resolve_export(model_dir: str) -> str:
+    """The SavedModel to serve: ``model_dir`` itself or its newest complete export."""
+    storage.validate(model_dir)
+    try:
+        return exports.latest_export(model_dir)
+    except JobError as exc:
+        raise ModelLoadError(f"cannot use --model-dir {model_dir}: {exc}") from exc
+
+
+_staged: dict[str, str] = {}
+_stage_lock = threading.Lock()
+
+
+def stage_locally(export_path: str) -> str:
+    """A local directory holding the SavedModel at ``export_path`` (copied once per process)."""
+    if not storage.is_gcs(export_path):
+        return export_path
+    with _stage_lock:
+        if export_path in _staged and os.path.isdir(_staged[export_path]):
+            return _staged[export_path]
+        digest = hashlib.sha1(export_path.encode()).hexdigest()[:12]
+        local = tempfile.mkdtemp(prefix=f"model-{digest}-")
+        storage.copy_tree(export_path, local)
+        _staged[export_path] = local
+        return local
+
+
+def _input_specs(fn: Any) -> dict[str, InputSpec]:
+    _, kwargs = fn.structured_input_signature
+    specs = {}
+    for name, spec in kwargs.items():
+        dtype = "string" if spec.dtype.name == "string" else spec.dtype.as_numpy_dtype.__name__
+        specs[name] = InputSpec(name, dtype, tuple(spec.shape.as_list()[1:]))
+    return specs
+
+
+def load_model(export_path: str, signature_name: str) -> LoadedModel:
+    """Stage and load ``export_path`` (a SavedModel dir), raising ModelLoadError on failure."""
+    import tensorflow as tf
+
+    local = stage_locally(export_path)
+    try:
+        loaded = tf.saved_model.load(local)
+    except Exception as exc:  # TF raises many kinds here; all mean "not a usable model"
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(
+            f"cannot load the SavedModel at {export_path}: {first} (pass a directory written "
+            "by the trainer's export, or by model.export() / tf.saved_model.save)"
+        ) from exc
+    names = sorted(loaded.signatures.keys())
+    if signature_name not in loaded.signatures:
+        raise ModelLoadError(
+            f"the SavedModel at {export_path} has no signature {signature_name!r}; "
+            f"it has {names}: pass one of them with --signature-name"
+        )
+    fn = loaded.signatures[signature_name]
+    schema = None
+    schema_path = os.path.join(local, SCHEMA_FILE)
+    if os.path.exists(schema_path):
+        schema = Schema.load(schema_path)
+    info = SignatureInfo(
+        export_path=export_path,
+        signature_name=signature_name,
+        input_specs=_input_specs(fn),
+        output_names=tuple(sorted(fn.structured_outputs.keys())),
+        schema=schema,
+    )
+    return LoadedModel(loaded, info)

@@ -1,0 +1,186 @@
+"""The export a trainer run leaves behind, and the signatures it promises.
+
+Layout (see :mod:`jobcommon.exports`): ``<job-dir>/keras_export/<UTC timestamp>/`` holding a
+SavedModel at the top, plus ``model.keras``, ``schema.json`` and reports (``history.json``,
+``metrics.json``, ``training.png``). The marker ``_EXPORT_COMPLETE`` is written last, so
+:func:`jobcommon.exports.latest_export` never picks an export still being uploaded.
+
+Signature contract of the SavedModel (``tf.saved_model.load(path).signatures[name]``):
+
+``serving_default``
+    Inputs: one tensor per schema feature, named after the feature, with the feature's dtype
+    and shape plus a leading batch dimension of any size. JSON instances
+    ``{"pixels": [...]}`` map onto it directly.
+``serving_tf_example`` (:data:`jobcommon.exports.TF_EXAMPLE_SIGNATURE`)
+    Input ``examples``: a 1-D string tensor of serialized ``tf.Example`` protos whose
+    features follow the schema (fixed length; the label may be present and is ignored).
+
+Outputs, the same for both signatures:
+
+- classification: ``probabilities`` (float32 ``[batch, num_classes]``) and ``class_id``
+  (int64 ``[batch]``, the most probable class);
+- regression: ``predictions`` (float32 ``[batch]`` for one target, ``[batch, k]`` for k).
+
+Example:
+    >>> write_savedmodel(model, schema, "/tmp/sm")  # doctest: +SKIP
+    >>> tf.saved_model.load("/tmp/sm").signatures["serving_default"](pixels=x)  # doctest: +SKIP
+    {'probabilities': <tf.Tensor ...>, 'class_id': <tf.Tensor ...>}
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+
+import keras
+import tensorflow as tf
+
+from jobcommon import exports, storage
+from jobcommon.schema import SCHEMA_FILE, Feature, Schema
+
+log = logging.getLogger(__name__)
+
+EXPORT_SUBDIR = "keras_export"
+KERAS_FILE = "model.keras"
+_TF_DTYPES = {"float32": tf.float32, "int64": tf.int64, "string": tf.string}
+
+
+def tf_dtype(feature: Feature) -> tf.DType:
+    return _TF_DTYPES[feature.dtype]
+
+
+def feature_spec(schema: Schema, with_label: bool = False) -> dict[str, tf.io.FixedLenFeature]:
+    """The ``tf.io.parse_example`` spec of a schema (fixed-length features)."""
+    spec = {f.name: tf.io.FixedLenFeature(f.shape, tf_dtype(f)) for f in schema.features}
+    if with_label:
+        spec[schema.label.name] = tf.io.FixedLenFeature(schema.label.shape, tf_dtype(schema.label))
+    return spec
+
+
+def model_inputs(model: keras.Model, schema: Schema, features: dict[str, tf.Tensor]):
+    """What to pass to ``model``: the feature dict, or the lone tensor for one-input models.
+
+    Built-in models take a dict keyed by feature name; a user's model with a single plain
+    input gets the one feature tensor.
+    """
+    if len(schema.features) == 1 and not takes_dict(model):
+        return features[schema.features[0].name]
+    return features
+
+
+def takes_dict(model: keras.Model) -> bool:
+    try:
+        return isinstance(model._inputs_struct, dict)  # functional models
+    except AttributeError:
+        return True
+
+
+def _outputs(raw: tf.Tensor, schema: Schema) -> dict[str, tf.Tensor]:
+    raw = tf.cast(raw, tf.float32)
+    if schema.task == "regression":
+        if raw.shape.rank == 2 and raw.shape[-1] == 1:
+            raw = tf.squeeze(raw, axis=-1)
+        return {"predictions": raw}
+    if raw.shape[-1] == 1:
+        # A single sigmoid unit: expand to two class probabilities.
+        raw = tf.concat([1.0 - raw, raw], axis=-1)
+    return {"probabilities": raw, "class_id": tf.argmax(raw, axis=-1, output_type=tf.int64)}
+
+
+def write_savedmodel(model: keras.Model, schema: Schema, local_dir: str) -> None:
+    """Write ``model`` as a SavedModel with the two signatures above to a LOCAL directory.
+
+    Example:
+        >>> write_savedmodel(model, schema, "/tmp/export")  # doctest: +SKIP
+    """
+    if storage.is_gcs(local_dir):
+        raise ValueError("write_savedmodel writes locally; use export_model for gs:// targets")
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    named_specs = {
+        f.name: tf.TensorSpec([None, *f.shape], tf_dtype(f), name=f.name) for f in schema.features
+    }
+    parse_spec = feature_spec(schema)
+
+    def serve_features(features):
+        return _outputs(model(model_inputs(model, schema, features), training=False), schema)
+
+    def serve_examples(examples):
+        features = tf.io.parse_example(examples, parse_spec)
+        return serve_features(features)
+
+    archive.add_endpoint(name="serving_default", fn=serve_features, input_signature=[named_specs])
+    archive.add_endpoint(
+        name=exports.TF_EXAMPLE_SIGNATURE,
+        fn=serve_examples,
+        input_signature=[tf.TensorSpec([None], tf.string, name="examples")],
+    )
+    archive.write_out(local_dir, verbose=False)
+
+
+def stage_export(
+    model: keras.Model,
+    schema: Schema,
+    local_dir: str,
+    extras: dict[str, bytes | str] | None = None,
+) -> str:
+    """Write the whole export (SavedModel, ``model.keras``, schema, ``extras``) locally.
+
+    In a multi-worker run every worker calls this (saving may need every replica), and only
+    the chief uploads with :func:`upload_export`.
+    """
+    os.makedirs(local_dir, exist_ok=True)
+    write_savedmodel(model, schema, local_dir)
+    model.save(os.path.join(local_dir, KERAS_FILE))
+    with open(os.path.join(local_dir, SCHEMA_FILE), "w") as f:
+        f.write(schema.to_json())
+    for filename, content in (extras or {}).items():
+        mode = "wb" if isinstance(content, bytes) else "w"
+        with open(os.path.join(local_dir, filename), mode) as f:
+            f.write(content)
+    return local_dir
+
+
+def upload_export(local_dir: str, job_dir: str) -> str:
+    """Copy a staged export to ``<job_dir>/keras_export/<timestamp>/``, marker last."""
+    base = storage.join(job_dir, EXPORT_SUBDIR)
+    name = exports.new_export_name()
+    # Two exports in the same second would share a name: never overwrite a finished one.
+    while storage.exists(storage.join(base, name)):
+        name = _next_name(name)
+    target = storage.join(base, name)
+    storage.copy_tree(local_dir, target)
+    storage.write_text(storage.join(target, exports.EXPORT_MARKER), name + "\n")
+    log.info("exported the model to %s", target)
+    return target
+
+
+def export_model(
+    model: keras.Model,
+    schema: Schema,
+    job_dir: str,
+    extras: dict[str, bytes | str] | None = None,
+) -> str:
+    """Stage a complete export locally, upload it below ``<job_dir>/keras_export/``.
+
+    ``extras`` maps file names (e.g. ``history.json``) to contents written beside the model.
+    Returns the export's path (``<job_dir>/keras_export/<timestamp>``); its marker is
+    written after every other file has landed.
+
+    Example:
+        >>> export_model(model, schema, "gs://b/job", {"metrics.json": "{}"})  # doctest: +SKIP
+        'gs://b/job/keras_export/20261127T171501Z'
+    """
+    staging = tempfile.mkdtemp(prefix="export-")
+    try:
+        stage_export(model, schema, staging, extras)
+        return upload_export(staging, job_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _next_name(name: str) -> str:
+    stem, _, n = name.partition("-")
+    return f"{stem}-{int(n or 0) + 1}"
