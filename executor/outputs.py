@@ -26,7 +26,13 @@ def render_output(template: str, parameters: dict[str, Any], run_id: str) -> str
         >>> render_output("gs://bkt/out/{run_id}/lr-{lr}.ipynb", {"lr": 0.1}, "r1")
         'gs://bkt/out/r1/lr-0.1.ipynb'
     """
-    fields = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+    try:
+        fields = {n for _, n, _, _ in string.Formatter().parse(template) if n is not None}
+    except ValueError as exc:
+        raise UsageError(
+            f"output path {template!r} is not a valid template: {exc} (write a literal brace "
+            "as {{ or }})"
+        ) from exc
     values = {"run_id": run_id, **parameters}
     unknown = sorted(f for f in fields if f.split(".")[0].split("[")[0] not in values)
     if unknown:

@@ -82,6 +82,7 @@ def run_from_metadata(md: metadata.MetadataClient, log_format: str, log_level: s
         "job_timeout": _seconds(md, "job_timeout"),
         "start_timeout": _seconds(md, "start_timeout") or 60.0,
         "mirror_interval": max(1.0, _seconds(md, "mirror_interval") or 10.0),
+        "upload_deadline": _seconds(md, "upload_deadline") or 300.0,
         "log_format": log_format,
         "log_level": log_level,
     }

@@ -47,6 +47,7 @@ from jobcommon.errors import (  # noqa: E402
     NotFoundError,
     PermissionDeniedError,
     StorageError,
+    UsageError,
 )
 
 log = logging.getLogger(__name__)
@@ -112,14 +113,24 @@ def emulator_host() -> str | None:
     return host if "://" in host else f"http://{host}"
 
 
-_fs_cache: dict[tuple[str | None, int], object] = {}
+def request_timeout() -> float | None:
+    """Seconds one HTTP request may take (``STORAGE_REQUEST_TIMEOUT``); None: the client's
+    default (5 minutes). A stalled connection is then dropped and retried."""
+    value = os.environ.get("STORAGE_REQUEST_TIMEOUT", "").strip()
+    try:
+        return float(value) if value else None
+    except ValueError:
+        raise UsageError(f"STORAGE_REQUEST_TIMEOUT={value!r} must be a number of seconds") from None
+
+
+_fs_cache: dict[tuple[str | None, int, float | None], object] = {}
 _fs_lock = threading.Lock()
 
 
 def _gcsfs(uri: str):
     """A GCSFileSystem for the current endpoint; built once per endpoint and process."""
     endpoint = emulator_host()
-    key = (endpoint, os.getpid())
+    key = (endpoint, os.getpid(), request_timeout())
     with _fs_lock:
         if key in _fs_cache:
             return _fs_cache[key]
@@ -128,8 +139,15 @@ def _gcsfs(uri: str):
         # gcsfs logs every failed request with a traceback; the named error we raise is
         # the one line a user should see.
         logging.getLogger("gcsfs").setLevel(logging.CRITICAL)
+        options = {
+            "skip_instance_cache": True,
+            "requests_timeout": request_timeout(),
+            # Compare the MD5 GCS reports with what was sent/received: a replayed or cut
+            # transfer then fails (and is retried) instead of landing silently wrong.
+            "consistency": "md5",
+        }
         if endpoint:
-            fs = gcsfs.GCSFileSystem(endpoint_url=endpoint, token="anon", skip_instance_cache=True)
+            fs = gcsfs.GCSFileSystem(endpoint_url=endpoint, token="anon", **options)
         else:
             import google.auth
             import google.auth.exceptions
@@ -140,7 +158,7 @@ def _gcsfs(uri: str):
                 )
             except google.auth.exceptions.DefaultCredentialsError as exc:
                 raise NoCredentialsError(uri) from exc
-            fs = gcsfs.GCSFileSystem(token=credentials, project=project, skip_instance_cache=True)
+            fs = gcsfs.GCSFileSystem(token=credentials, project=project, **options)
         _fs_cache[key] = fs
         return fs
 
@@ -152,8 +170,10 @@ def _strip(uri: str) -> str:
 def _is_transient(exc: BaseException) -> bool:
     if isinstance(exc, FileNotFoundError | PermissionError | NotFoundError):
         return False
-    from gcsfs.retry import HttpError, is_retriable
+    from gcsfs.retry import ChecksumError, HttpError, is_retriable
 
+    if isinstance(exc, ChecksumError):
+        return True
     if isinstance(exc, HttpError):
         return is_retriable(exc)
     if isinstance(exc, OSError) and "Forbidden" in str(exc):

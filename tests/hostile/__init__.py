@@ -1,0 +1,1 @@
+"""Generators of hostile and malformed inputs for the chaos suite (built at test time)."""
