@@ -145,7 +145,16 @@ def to_array(value: Any, spec: InputSpec) -> np.ndarray:
                 WRONG_DTYPE, f"input {spec.name!r} needs {spec.dtype} values, got {got}"
             )
         if arr.dtype != spec.dtype:
-            arr = arr.astype(spec.dtype)
+            source = arr
+            with np.errstate(over="ignore", invalid="ignore"):
+                arr = arr.astype(spec.dtype)
+            # A finite value outside the dtype's range would silently become inf.
+            if arr.dtype.kind == "f" and not np.array_equal(
+                np.isfinite(arr), np.isfinite(source.astype(np.float64))
+            ):
+                raise RecordError(
+                    WRONG_DTYPE, f"input {spec.name!r} has values outside the {spec.dtype} range"
+                )
     if arr.ndim != len(spec.shape) or any(
         want is not None and want != got for want, got in zip(spec.shape, arr.shape, strict=False)
     ):

@@ -138,8 +138,24 @@ def _input_specs(fn: Any) -> dict[str, InputSpec]:
     return specs
 
 
+_models: dict[tuple[str, str], LoadedModel] = {}
+_models_lock = threading.Lock()
+
+
 def load_model(export_path: str, signature_name: str) -> LoadedModel:
-    """Stage and load ``export_path`` (a SavedModel dir), raising ModelLoadError on failure."""
+    """Stage and load ``export_path`` (a SavedModel dir), raising ModelLoadError on failure.
+
+    Loaded once per process: the command's up-front check and the pipeline's workers in
+    the same process share one copy.
+    """
+    with _models_lock:
+        key = (export_path, signature_name)
+        if key not in _models:
+            _models[key] = _load_model(export_path, signature_name)
+        return _models[key]
+
+
+def _load_model(export_path: str, signature_name: str) -> LoadedModel:
     import tensorflow as tf
 
     local = stage_locally(export_path)

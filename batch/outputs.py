@@ -31,7 +31,7 @@ READ = "records_read"
 PREDICTED = "predictions"
 FAILED = "errors"
 
-_DUMP_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
+DUMP_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 
 
 def _plain(value: Any) -> Any:
@@ -45,7 +45,8 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _output_value(value: Any) -> Any:
+def output_value(value: Any) -> Any:
+    """One output value (per record) as something orjson writes: bytes become b64."""
     if isinstance(value, bytes):
         return b64(value)
     if isinstance(value, np.ndarray) and value.dtype.kind in "OS":
@@ -56,15 +57,22 @@ def _output_value(value: Any) -> Any:
 def result_row(meta: dict[str, Any], prediction: dict[str, Any]) -> bytes:
     """One results line: metadata (instance or key) plus the model's outputs."""
     if len(prediction) == 1:
-        value = _output_value(next(iter(prediction.values())))
+        value = output_value(next(iter(prediction.values())))
     else:
-        value = {name: _output_value(v) for name, v in prediction.items()}
-    return orjson.dumps({**meta, "prediction": value}, option=_DUMP_OPTIONS)
+        value = {name: output_value(v) for name, v in prediction.items()}
+    return orjson.dumps({**meta, "prediction": value}, option=DUMP_OPTIONS)
 
 
-def error_row(meta: dict[str, Any], kind: str, message: str) -> bytes:
-    """One errors line: what was read (instance, key or raw bytes) and why it failed."""
-    return orjson.dumps({**meta, "error": {"kind": kind, "message": message}}, option=_DUMP_OPTIONS)
+def error_row(meta: dict[str, Any] | bytes, kind: str, message: str) -> bytes:
+    """One errors line: what was read (instance, key or raw bytes) and why it failed.
+
+    ``meta`` is a dict, or the head of the record's results row already in JSON text
+    (``b'"instance":...'``, see :mod:`batch.batches`).
+    """
+    error = {"kind": kind, "message": message}
+    if isinstance(meta, bytes):
+        return b"{" + meta + b',"error":' + orjson.dumps(error) + b"}"
+    return orjson.dumps({**meta, "error": error}, option=DUMP_OPTIONS)
 
 
 class CountsFn(beam.CombineFn):

@@ -2,15 +2,18 @@
 
 ::
 
-    read (JSON lines | TFRecord files) -> reshuffle -> decode + check each record
-        -> RunInference(SavedModelHandler, batches of --batch-size) -> format
+    read (JSON lines | TFRecord files) -> batches of --batch-size -> reshuffle
+        -> decode + check each record of a batch (bad ones leave as error rows)
+        -> RunInference(SavedModelHandler, one batch per call) -> format a batch of rows
         -> prediction.results-*        (one row per good record)
         -> prediction.errors-*         (one row per bad record, from any step)
         -> prediction.errors_stats-*   (counts; predictions + errors == records read)
 
-The reshuffle after reading spreads records over all workers: Beam's local runner only runs
-stages after a shuffle in parallel, and on Dataflow it stops one large file from pinning
-its records to the worker that read it.
+Records are grouped into batches right after reading and travel as batches from there on:
+Beam's cost per element is then paid once per batch instead of once per record (see
+:mod:`batch.batches`). The reshuffle after batching spreads batches over all workers:
+Beam's local runner only runs stages after a shuffle in parallel, and on Dataflow it stops
+one large file from pinning its records to the worker that read it.
 
 JSON lines are read with Beam's ``ReadFromText`` (as bytes, so a line that is not UTF-8
 becomes an error row, not a failed job). TFRecords are matched and opened with Beam's
@@ -21,7 +24,6 @@ becomes an error row, not a failed job). TFRecords are matched and opened with B
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import apache_beam as beam
 from apache_beam.coders import coders
@@ -30,7 +32,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import PredictionResult, RunInference
 
-from batch import instances, outputs
+from batch import batches, instances, outputs
 from batch.instances import CORRUPT_RECORD, RecordError
 from batch.model import SignatureInfo
 from batch.model_handler import METRICS_NAMESPACE, SavedModelHandler
@@ -67,39 +69,26 @@ def output_prefix(output_path: str, prefix: str) -> str:
 
 
 class DecodeJson(beam.DoFn):
-    """JSON line -> (metadata, tensors); bad lines go to the ``errors`` output."""
+    """A batch of JSON lines -> a Batch of the good ones; bad lines go to ``errors``."""
 
     def __init__(self, info: SignatureInfo, key_field: str | None) -> None:
         self._specs = info.input_specs
         self._key_field = key_field
         self._read = Metrics.counter(METRICS_NAMESPACE, "records_read")
 
-    def process(self, line: bytes):
-        self._read.inc()
-        try:
-            yield instances.decode_json(line, self._specs, self._key_field)
-        except RecordError as err:
-            meta = _meta_of_bad_line(line, self._key_field)
-            yield beam.pvalue.TaggedOutput("errors", (meta, err.kind, err.message))
-
-
-def _meta_of_bad_line(line: bytes, key_field: str | None) -> dict[str, Any]:
-    """The best description of a bad line: its parsed value or key if any, else raw bytes."""
-    import orjson
-
-    try:
-        value = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return instances.raw_record(line)
-    if key_field is not None:
-        if isinstance(value, dict) and key_field in value:
-            return {"key": value[key_field]}
-        return instances.raw_record(line)
-    return {"instance": value}
+    def process(self, lines: list[bytes]):
+        records, errors = batches.decode_json_batch(lines, self._specs, self._key_field)
+        read = len(records) + len(errors)
+        self._read.inc(read)
+        yield beam.pvalue.TaggedOutput("counts", ("read", read))
+        for error in errors:
+            yield beam.pvalue.TaggedOutput("errors", error)
+        if len(records):
+            yield records
 
 
 class DecodeExample(beam.DoFn):
-    """Serialized tf.Example -> (metadata, tensors); bad records go to ``errors``."""
+    """A batch of serialized tf.Examples -> a Batch; bad records go to ``errors``."""
 
     def __init__(self, info: SignatureInfo, key_field: str | None) -> None:
         self._input = next(iter(info.input_specs)) if info.takes_examples else "examples"
@@ -107,25 +96,30 @@ class DecodeExample(beam.DoFn):
         self._key_field = key_field
         self._read = Metrics.counter(METRICS_NAMESPACE, "records_read")
 
-    def process(self, record: bytes):
-        self._read.inc()
-        try:
-            yield instances.decode_example(record, self._input, self._features, self._key_field)
-        except RecordError as err:
-            yield beam.pvalue.TaggedOutput(
-                "errors", (instances.raw_record(record), err.kind, err.message)
-            )
+    def process(self, records: list[bytes]):
+        good, errors = batches.decode_example_batch(
+            records, self._input, self._features, self._key_field
+        )
+        self._read.inc(len(records))
+        yield beam.pvalue.TaggedOutput("counts", ("read", len(records)))
+        for error in errors:
+            yield beam.pvalue.TaggedOutput("errors", error)
+        if len(good):
+            yield good
 
 
 class ReadTFRecordFile(beam.DoFn):
-    """A matched file -> its records; damaged parts go to ``errors`` (and count as read)."""
+    """A matched file -> lists of up to ``batch_size`` records; damaged parts go to
+    ``errors`` (and count as read)."""
 
-    def __init__(self, compression: str) -> None:
+    def __init__(self, compression: str, batch_size: int) -> None:
         self._compression = compression
+        self._batch_size = batch_size
         self._corrupt = Metrics.counter(METRICS_NAMESPACE, "records_read")
 
     def process(self, readable: fileio.ReadableFile):
         path = readable.metadata.path
+        batch: list[bytes] = []
         with readable.open(compression_type=self._compression) as stream:
             for item in iter_records(stream, path):
                 if isinstance(item, CorruptRecord):
@@ -134,31 +128,44 @@ class ReadTFRecordFile(beam.DoFn):
                     yield beam.pvalue.TaggedOutput(
                         "errors", (instances.raw_record(item.data), CORRUPT_RECORD, message)
                     )
-                else:
-                    yield item
+                    continue
+                batch.append(item)
+                if len(batch) == self._batch_size:
+                    yield batch
+                    batch = []
+        if batch:
+            yield batch
 
 
 class FormatPrediction(beam.DoFn):
-    """PredictionResult -> a results line, or an ``errors`` tuple when inference failed."""
+    """PredictionResult of one Batch -> its results lines joined into one element (the sink
+    writes it as lines), and an ``errors`` tuple per record the model failed on."""
 
     def __init__(self) -> None:
         self._predicted = Metrics.counter(METRICS_NAMESPACE, "predicted")
 
     def process(self, result: PredictionResult):
-        meta, _ = result.example
-        if isinstance(result.inference, RecordError):
-            err = result.inference
-            yield beam.pvalue.TaggedOutput("errors", (meta, err.kind, err.message))
+        records, outputs = result.example, result.inference
+        if isinstance(outputs, dict):
+            lines = batches.result_lines(records, outputs)
         else:
-            self._predicted.inc()
-            yield outputs.result_row(meta, result.inference)
+            lines = []
+            for head, output in zip(records.heads, outputs, strict=True):
+                if isinstance(output, RecordError):
+                    yield beam.pvalue.TaggedOutput("errors", (head, output.kind, output.message))
+                else:
+                    lines.append(batches.result_line(head, output))
+        if lines:
+            self._predicted.inc(len(lines))
+            yield beam.pvalue.TaggedOutput("counts", ("ok", len(lines)))
+            yield b"\n".join(lines)
 
 
 class FormatError(beam.DoFn):
     def __init__(self) -> None:
         self._failed = Metrics.counter(METRICS_NAMESPACE, "failed")
 
-    def process(self, error: tuple[dict[str, Any], str, str]):
+    def process(self, error: batches.ErrorTuple):
         meta, kind, message = error
         self._failed.inc()
         Metrics.counter(METRICS_NAMESPACE, f"failed_{kind}").inc()
@@ -168,15 +175,12 @@ class FormatError(beam.DoFn):
 def _spread(config: JobConfig) -> beam.PTransform:
     if config.reshuffle:
         return "SpreadRecords" >> beam.Reshuffle()
-    return "SpreadRecords" >> beam.Map(lambda record: record)
-
-
-def _nonblank(line: bytes) -> bool:
-    return bool(line.strip())
+    return "SpreadRecords" >> beam.Map(lambda batch: batch)
 
 
 def build_pipeline(pipeline: beam.Pipeline, config: JobConfig, info: SignatureInfo) -> None:
     """Add the whole job to ``pipeline`` (nothing runs until the pipeline does)."""
+    size = config.batch_size
     if config.data_format == JSON:
         reads = [
             pipeline
@@ -185,10 +189,14 @@ def build_pipeline(pipeline: beam.Pipeline, config: JobConfig, info: SignatureIn
             for i, pattern in enumerate(config.input_paths)
         ]
         lines = reads | "MergeInputs" >> beam.Flatten() if len(reads) > 1 else reads[0]
-        records = lines | "DropBlankLines" >> beam.Filter(_nonblank) | _spread(config)
-        decoded = records | "DecodeJson" >> beam.ParDo(
+        line_batches = (
+            lines
+            | "BatchLines" >> beam.BatchElements(min_batch_size=size, max_batch_size=size)
+            | _spread(config)
+        )
+        decoded = line_batches | "DecodeJson" >> beam.ParDo(
             DecodeJson(info, config.key_field)
-        ).with_outputs("errors", main="ok")
+        ).with_outputs("errors", "counts", main="ok")
         read_errors = []
     else:
         files = (
@@ -197,21 +205,22 @@ def build_pipeline(pipeline: beam.Pipeline, config: JobConfig, info: SignatureIn
             | "MatchFiles" >> fileio.MatchAll()
             | "OpenFiles" >> fileio.ReadMatches()
             | "ReadTFRecords"
-            >> beam.ParDo(ReadTFRecordFile(_COMPRESSION[config.data_format])).with_outputs(
+            >> beam.ParDo(ReadTFRecordFile(_COMPRESSION[config.data_format], size)).with_outputs(
                 "errors", main="records"
             )
         )
-        records = files.records | _spread(config)
-        decoded = records | "DecodeExamples" >> beam.ParDo(
+        record_batches = files.records | _spread(config)
+        decoded = record_batches | "DecodeExamples" >> beam.ParDo(
             DecodeExample(info, config.key_field)
-        ).with_outputs("errors", main="ok")
+        ).with_outputs("errors", "counts", main="ok")
         read_errors = [files.errors]
 
-    handler = SavedModelHandler(info.export_path, info.signature_name, config.batch_size)
+    handler = SavedModelHandler(info.export_path, info.signature_name)
     formatted = (
         decoded.ok
         | "RunInference" >> RunInference(handler)
-        | "FormatResults" >> beam.ParDo(FormatPrediction()).with_outputs("errors", main="rows")
+        | "FormatResults"
+        >> beam.ParDo(FormatPrediction()).with_outputs("errors", "counts", main="rows")
     )
     errors = [*read_errors, decoded.errors, formatted.errors] | "AllErrors" >> beam.Flatten()
 
@@ -224,14 +233,15 @@ def build_pipeline(pipeline: beam.Pipeline, config: JobConfig, info: SignatureIn
         | "WriteErrors" >> WriteShards(output_prefix(config.output_path, outputs.ERRORS_PREFIX))
     )
 
-    read_counts = [records | "CountRead" >> beam.Map(lambda _: ("read", 1))]
-    read_counts += [
+    # Unreadable TFRecord parts never reach a decoder: they are counted as read here.
+    unreadable = [
         e | f"CountUnreadable{i}" >> beam.Map(lambda _: ("read", 1))
         for i, e in enumerate(read_errors)
     ]
     counts = [
-        *read_counts,
-        formatted.rows | "CountPredicted" >> beam.Map(lambda _: ("ok", 1)),
+        decoded.counts,
+        *unreadable,
+        formatted.counts,
         errors | "CountErrors" >> beam.Map(lambda e: ("error:" + e[1], 1)),
     ]
     _ = (

@@ -214,10 +214,11 @@ def pipeline_options(
         )
     if runner in LOCAL_RUNNERS:
         direct = options.view_as(DirectOptions)
-        # One in-process worker by default: with several, every record crosses the local
-        # runner's data plane twice more (measured slower on 2 cores, see bench/); TF
-        # already spreads each batch over the cores. --direct_num_workers=N with
-        # --direct_running_mode=multi_processing gives one model per worker process.
+        # One in-process worker by default: each extra worker process imports TF and Beam
+        # and loads the model again (about 14 s measured on 2 cores, more than a local job
+        # of 100k records takes in all, see bench/), and TF already spreads each batch over
+        # the cores. --direct_num_workers=N with --direct_running_mode=multi_processing
+        # gives one model per worker process.
         if not any(a.startswith("--direct_num_workers") for a in beam_args):
             direct.direct_num_workers = 1
         if not any(a.startswith("--direct_running_mode") for a in beam_args):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import apache_beam as beam
 from apache_beam.transforms.window import GlobalWindow
@@ -33,30 +34,60 @@ def shard_name(prefix: str, index: int, total: int) -> str:
 
 
 class _WriteParts(beam.DoFn):
+    """Lines -> part files of about PART_BYTES; yields each part's path.
+
+    A full part is written by a background thread while the bundle goes on (file and
+    network writes release the GIL, so decoding and inference keep running meanwhile);
+    the bundle only finishes once all its parts are written, and fails if one was not.
+    """
+
     def __init__(self, tmp_dir: str) -> None:
         self._tmp_dir = tmp_dir
+
+    def setup(self) -> None:
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="write-parts")
+
+    def teardown(self) -> None:
+        self._writer.shutdown(wait=True)
 
     def start_bundle(self) -> None:
         self._lines: list[bytes] = []
         self._size = 0
+        self._pending: list[Future] = []
 
     def process(self, line: bytes | str):
         data = line.encode("utf-8") if isinstance(line, str) else line
         self._lines.append(data)
         self._size += len(data) + 1
         if self._size >= PART_BYTES:
-            yield self._flush()
+            path, lines = self._take()
+            # At most one part in flight: bounds memory to about two parts.
+            self._wait()
+            self._pending.append(self._writer.submit(_write_part, path, lines))
+            yield path
 
     def finish_bundle(self):
         if self._lines:
-            yield WindowedValue(self._flush(), MIN_TIMESTAMP, [GlobalWindow()])
+            path, lines = self._take()
+            self._pending.append(self._writer.submit(_write_part, path, lines))
+            self._wait()
+            yield WindowedValue(path, MIN_TIMESTAMP, [GlobalWindow()])
+        self._wait()
 
-    def _flush(self) -> str:
+    def _take(self) -> tuple[str, list[bytes]]:
         path = storage.join(self._tmp_dir, uuid.uuid4().hex)
-        self._lines.append(b"")
-        storage.write_bytes(path, b"\n".join(self._lines))
-        self._lines, self._size = [], 0
-        return path
+        lines, self._lines, self._size = self._lines, [], 0
+        return path, lines
+
+    def _wait(self) -> None:
+        pending, self._pending = self._pending, []
+        for future in pending:
+            future.result()  # re-raises a failed write here, failing the bundle
+
+
+def _write_part(path: str, lines: list[bytes]) -> None:
+    lines.append(b"")
+    storage.write_bytes(path, b"\n".join(lines))
 
 
 def _move(src: str, dst: str) -> None:

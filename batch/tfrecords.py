@@ -29,6 +29,8 @@ _FOOTER = struct.Struct("<I")
 _MASK_DELTA = 0xA282EAD8
 # A length beyond this is a damaged header, not a record (TF itself caps far lower in practice).
 MAX_RECORD_BYTES = 2**31
+# Bytes read from a file at a time.
+CHUNK_BYTES = 4 * 2**20
 
 
 @dataclass(frozen=True)
@@ -52,42 +54,58 @@ def frame(data: bytes) -> bytes:
     return length + _FOOTER.pack(masked_crc(length)) + data + _FOOTER.pack(masked_crc(data))
 
 
-def iter_records(stream: BinaryIO, path: str) -> Iterator[bytes | CorruptRecord]:
-    """Yield each record's bytes, or a CorruptRecord for what cannot be trusted."""
-    offset = 0
+def iter_records(
+    stream: BinaryIO, path: str, chunk_bytes: int = CHUNK_BYTES
+) -> Iterator[bytes | CorruptRecord]:
+    """Yield each record's bytes, or a CorruptRecord for what cannot be trusted.
+
+    The file is read in chunks of ``chunk_bytes`` and framed in memory: two small reads
+    per record would cost more than the checksums.
+    """
+    buf, pos, offset = b"", 0, 0
+    eof = False
+
+    def fill(need: int) -> None:
+        # Keep the unread tail and read until ``need`` bytes are there or the file ends.
+        nonlocal buf, pos, eof
+        parts, have = [buf[pos:]], len(buf) - pos
+        while have < need and not eof:
+            chunk = stream.read(max(chunk_bytes, need - have))
+            if not chunk:
+                eof = True
+                break
+            parts.append(chunk)
+            have += len(chunk)
+        buf, pos = b"".join(parts), 0
+
     while True:
-        header = _read_exact(stream, _HEADER.size)
-        if not header:
-            return
-        if len(header) < _HEADER.size:
-            yield CorruptRecord(path, offset, "the file ends inside a record header", header)
-            return
-        length, length_crc = _HEADER.unpack(header)
-        if masked_crc(header[:8]) != length_crc or length > MAX_RECORD_BYTES:
-            rest = header + stream.read()
+        if len(buf) - pos < _HEADER.size:
+            fill(_HEADER.size)
+            if len(buf) == pos:
+                return
+            if len(buf) - pos < _HEADER.size:
+                header = buf[pos:]
+                yield CorruptRecord(path, offset, "the file ends inside a record header", header)
+                return
+        length, length_crc = _HEADER.unpack_from(buf, pos)
+        if masked_crc(buf[pos : pos + 8]) != length_crc or length > MAX_RECORD_BYTES:
+            rest = buf[pos:] + stream.read()
             yield CorruptRecord(
                 path, offset, "damaged record length; the rest of the file is unreadable", rest
             )
             return
-        body = _read_exact(stream, length + _FOOTER.size)
-        if len(body) < length + _FOOTER.size:
-            yield CorruptRecord(path, offset, "the file ends inside a record", header + body)
-            return
-        data = body[:length]
-        (data_crc,) = _FOOTER.unpack(body[length:])
+        size = _HEADER.size + length + _FOOTER.size
+        if len(buf) - pos < size:
+            fill(size)
+            if len(buf) - pos < size:
+                yield CorruptRecord(path, offset, "the file ends inside a record", buf[pos:])
+                return
+        start = pos + _HEADER.size
+        data = buf[start : start + length]
+        (data_crc,) = _FOOTER.unpack_from(buf, start + length)
         if masked_crc(data) != data_crc:
             yield CorruptRecord(path, offset, "record checksum mismatch", data)
         else:
             yield data
-        offset += _HEADER.size + length + _FOOTER.size
-
-
-def _read_exact(stream: BinaryIO, n: int) -> bytes:
-    chunks, got = [], 0
-    while got < n:
-        chunk = stream.read(n - got)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        got += len(chunk)
-    return b"".join(chunks)
+        pos += size
+        offset += size

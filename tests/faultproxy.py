@@ -54,7 +54,7 @@ class Rule:
     """Fault ``rate`` of the requests whose method and path (with query) match the regexes.
 
     ``faults`` are drawn uniformly per faulted request; ``limit`` caps how many times the
-    rule fires in all (None: no cap).
+    rule fires in all (None: no cap); a spent rule lets the next matching rule decide.
     """
 
     rate: float = 0.2
@@ -166,8 +166,10 @@ class FaultProxy:
             for index, rule in enumerate(self.rules):
                 if not rule.matches(method, path, body):
                     continue
+                if rule.limit is not None and self._fired[index] >= rule.limit:
+                    continue  # spent: the next matching rule decides
                 draw, pick = rng.random(), rng.choice(rule.faults)
-                if draw < rule.rate and (rule.limit is None or self._fired[index] < rule.limit):
+                if draw < rule.rate:
                     self._fired[index] += 1
                     if pick in ("reset-response", "truncate") and "upload_id=" in path:
                         # A resumable upload chunk whose answer is lost: GCS answers the

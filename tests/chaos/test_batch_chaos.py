@@ -12,7 +12,7 @@ import numpy as np
 import orjson
 import pytest
 from chaos_helpers import RATE, SEEDS
-from faultproxy import TRANSIENT, Rule
+from faultproxy import TRANSIENT, UPLOADS, Rule
 
 from jobcommon import storage
 
@@ -97,7 +97,9 @@ def test_faults_during_read_and_write_lose_and_duplicate_nothing(
     expected, expected_errors, _ = baseline
     assert len(expected) == N - N // BAD_EVERY
     assert expected_errors == list(range(0, N, BAD_EVERY))
-    gcs = faulty_gcs([Rule(rate=RATE, faults=TRANSIENT)], seed)
+    # The first two uploads always fail, so every seed exercises the write path too.
+    write_faults = Rule(rate=1.0, faults=TRANSIENT, method="POST|PUT", path=UPLOADS, limit=2)
+    gcs = faulty_gcs([write_faults, Rule(rate=RATE, faults=TRANSIENT)], seed)
     out = f"{batch_job['bucket']}/out-faults-{seed}"
     started = time.monotonic()
     proc = _predict(gcs, batch_job, out)

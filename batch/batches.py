@@ -1,0 +1,173 @@
+"""Whole batches of records: decode many at once, and write their output rows at once.
+
+Beam spends a few microseconds on every element it moves between steps, and a job with
+millions of records would spend most of its time there. So records travel as batches of
+``--batch-size`` from right after reading: a :class:`Batch` holds the good records of one
+input batch as stacked arrays (one per signature input) and, per record, the *head* of its
+output row, the ``"instance": ...`` or ``"key": ...`` member already in JSON text. A JSON
+instance is echoed by splicing its input line, which is valid JSON (it was just parsed), so
+the instance is never serialized again. Bad records leave the batch as error tuples.
+
+Example:
+    >>> specs = {"x": InputSpec("x", "float32", (2,))}
+    >>> batch, errors = decode_json_batch([b'[1, 2]', b'oops', b'[3, 4]'], specs)
+    >>> batch.tensors["x"].shape, [kind for _, kind, _ in errors]
+    ((2, 2), ['bad_json'])
+    >>> result_lines(batch, {"y": np.array([0.5, 1.5], np.float32)})
+    [b'{"instance":[1, 2],"prediction":0.5}', b'{"instance":[3, 4],"prediction":1.5}']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+
+from batch import instances
+from batch.instances import RecordError
+from batch.model import InputSpec
+from batch.outputs import DUMP_OPTIONS, output_value
+
+# An error on its way to the errors output: (metadata dict or row head, kind, message).
+ErrorTuple = tuple[dict[str, Any] | bytes, str, str]
+
+
+@dataclass
+class Batch:
+    """Good records of one batch: output row heads and one stacked array per input."""
+
+    heads: list[bytes]
+    tensors: dict[str, np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.heads)
+
+    def take(self, start: int, stop: int) -> Batch:
+        """Records ``start:stop`` (to re-run part of a batch the model failed on)."""
+        return Batch(self.heads[start:stop], {k: v[start:stop] for k, v in self.tensors.items()})
+
+    def num_bytes(self) -> int:
+        total = 0
+        for arr in self.tensors.values():
+            total += sum(map(len, arr)) if arr.dtype == object else arr.nbytes
+        return total
+
+
+def head_of(meta: dict[str, Any]) -> bytes:
+    """``{"instance": v}`` -> ``b'"instance":<v as JSON>'`` (the row without its braces)."""
+    return orjson.dumps(meta, option=DUMP_OPTIONS)[1:-1]
+
+
+def stack(rows: Sequence[dict[str, Any]], specs: dict[str, InputSpec]) -> dict[str, np.ndarray]:
+    """Per-record tensors -> one array per input with a leading batch dimension."""
+    out = {}
+    for name, spec in specs.items():
+        values = [tensors[name] for tensors in rows]
+        if spec.is_string and (not values or isinstance(values[0], bytes)):
+            arr = np.empty(len(values), dtype=object)
+            arr[:] = values  # np.array() would turn bytes into a fixed-width dtype
+            out[name] = arr
+        elif values:
+            out[name] = np.stack(values)
+        else:
+            out[name] = np.empty((0, *[d or 0 for d in spec.shape]), spec.numpy_dtype())
+    return out
+
+
+def decode_json_batch(
+    lines: Sequence[bytes], specs: dict[str, InputSpec], key_field: str | None = None
+) -> tuple[Batch, list[ErrorTuple]]:
+    """JSON lines -> (a Batch of the good ones, error tuples for the bad ones).
+
+    Blank lines are skipped. Each line is checked exactly as :func:`instances.decode_json`
+    does (same error kinds and messages).
+    """
+    heads: list[bytes] = []
+    rows: list[dict[str, Any]] = []
+    errors: list[ErrorTuple] = []
+    loads = orjson.loads
+    for line in lines:
+        text = line.strip()
+        if not text:
+            continue
+        try:
+            try:
+                value = loads(line)
+            except orjson.JSONDecodeError as exc:
+                raise RecordError(instances.BAD_JSON, f"not valid JSON: {exc}") from None
+            if key_field is None:
+                head = b'"instance":' + text
+            else:
+                if not isinstance(value, dict) or key_field not in value:
+                    raise RecordError(
+                        instances.MISSING_KEY, f"the instance has no key field {key_field!r}"
+                    )
+                value = dict(value)
+                head = head_of({"key": value.pop(key_field)})
+            rows.append(instances.instance_tensors(value, specs))
+            heads.append(head)
+        except RecordError as err:
+            errors.append((_meta_of_bad_line(line, key_field), err.kind, err.message))
+    return Batch(heads, stack(rows, specs)), errors
+
+
+def _meta_of_bad_line(line: bytes, key_field: str | None) -> dict[str, Any]:
+    """The best description of a bad line: its parsed value or key if any, else raw bytes."""
+    try:
+        value = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return instances.raw_record(line)
+    if key_field is not None:
+        if isinstance(value, dict) and key_field in value:
+            return {"key": value[key_field]}
+        return instances.raw_record(line)
+    return {"instance": value}
+
+
+def decode_example_batch(
+    records: Sequence[bytes],
+    input_name: str,
+    feature_names: list[str] | None,
+    key_field: str | None = None,
+) -> tuple[Batch, list[ErrorTuple]]:
+    """Serialized tf.Examples -> (a Batch of the good ones, error tuples for the bad ones)."""
+    heads: list[bytes] = []
+    good: list[bytes] = []
+    errors: list[ErrorTuple] = []
+    for record in records:
+        try:
+            meta, _ = instances.decode_example(record, input_name, feature_names, key_field)
+        except RecordError as err:
+            errors.append((instances.raw_record(record), err.kind, err.message))
+            continue
+        heads.append(head_of(meta))
+        good.append(record)
+    arr = np.empty(len(good), dtype=object)
+    arr[:] = good
+    return Batch(heads, {input_name: arr}), errors
+
+
+def prediction_json(prediction: dict[str, Any]) -> bytes:
+    """One record's outputs as the row's ``prediction`` value: the value itself for a model
+    with one output, an object keyed by output name for several."""
+    if len(prediction) == 1:
+        value = output_value(next(iter(prediction.values())))
+    else:
+        value = {name: output_value(v) for name, v in prediction.items()}
+    return orjson.dumps(value, option=DUMP_OPTIONS)
+
+
+def result_line(head: bytes, prediction: dict[str, Any]) -> bytes:
+    return b"{" + head + b',"prediction":' + prediction_json(prediction) + b"}"
+
+
+def result_lines(batch: Batch, outputs: dict[str, np.ndarray]) -> list[bytes]:
+    """One results line per record of ``batch`` from the model's batched ``outputs``."""
+    names = list(outputs)
+    return [
+        result_line(head, {name: outputs[name][i] for name in names})
+        for i, head in enumerate(batch.heads)
+    ]
