@@ -61,6 +61,10 @@ def load_rows(name: str) -> tuple[list[Row], str]:
     )
 
 
+def _short(text: str, width: int = 100) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
 def chart(rows: list[Row], path: str) -> None:
     import matplotlib
 
@@ -70,13 +74,13 @@ def chart(rows: list[Row], path: str) -> None:
     rows = [r for r in rows if r.target is not None]
     if not rows:
         return
-    labels = [f"{r.benchmark}: {r.measure}" for r in rows]
+    labels = [_short(f"{r.benchmark}: {r.measure}".replace("`", "")) for r in rows]
     # Plot how far each ratio is from its target: >= 1 means the target is met.
     score = [
         (r.target / r.ratio if r.lower_is_better else r.ratio / r.target) if r.ratio else 0
         for r in rows
     ]
-    fig, ax = plt.subplots(figsize=(9, 0.45 * len(rows) + 1.2))
+    fig, ax = plt.subplots(figsize=(15, 0.45 * len(rows) + 1.2))
     colors = ["tab:green" if s >= 1 else "tab:red" for s in score]
     ax.barh(labels, score, color=colors)
     ax.axvline(1.0, color="black", linewidth=1)
