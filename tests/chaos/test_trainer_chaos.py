@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 from chaos_helpers import RATE, SEEDS
-from faultproxy import TRANSIENT, Rule
+from faultproxy import DOWNLOADS, TRANSIENT, UPLOADS, Rule
 from trainer_helpers import REPO, child_env, digits, epoch_records, task_cmd
 
 from jobcommon import exports, storage
@@ -40,7 +40,9 @@ def _env(gcs, tmp_path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def digits_bucket(chaos_gcs, tmp_path_factory):
     """Digits converted by the real CLI while a fifth of its requests fail."""
-    chaos_gcs.proxy.configure([Rule(rate=RATE, faults=TRANSIENT)], seed=SEEDS[0])
+    # The first two uploads always fail, so the conversion meets faults with any seed.
+    first_uploads = Rule(rate=1.0, faults=TRANSIENT, method="POST|PUT", path=UPLOADS, limit=2)
+    chaos_gcs.proxy.configure([first_uploads, Rule(rate=RATE, faults=TRANSIENT)], seed=SEEDS[0])
     bucket = chaos_gcs.new_bucket("trainer-chaos-data")
     proc = subprocess.run(
         [
@@ -90,7 +92,16 @@ def _load_and_score(export: str, tmp_path) -> float:
 def test_training_finishes_and_exports_under_a_fifth_of_requests_failing(
     faulty_gcs, digits_bucket, tmp_path, seed
 ):
-    gcs = faulty_gcs([Rule(rate=RATE, faults=TRANSIENT)], seed)
+    # The first three downloads and uploads always fail, so every seed hits staging and
+    # uploads however the random draws fall; then a fifth of all requests.
+    gcs = faulty_gcs(
+        [
+            Rule(rate=1.0, faults=TRANSIENT, method="GET", path=DOWNLOADS, limit=3),
+            Rule(rate=1.0, faults=TRANSIENT, method="POST|PUT", path=UPLOADS, limit=3),
+            Rule(rate=RATE, faults=TRANSIENT),
+        ],
+        seed,
+    )
     job = f"job-faults-{seed}"
     proc = subprocess.run(
         task_cmd(*_train_args(digits_bucket, job, epochs=2)),
