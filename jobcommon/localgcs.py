@@ -201,9 +201,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=None, help="port (default: a free one)")
     args = parser.parse_args(argv)
     with LocalGCS(args.data_dir, args.bucket, args.port) as gcs:
+        # Block the stop signals before announcing the endpoint, then wait for one: a
+        # signal sent right after the announcement stays pending until sigwait takes it,
+        # where signal.pause() could miss it and wait for ever.
+        stop_signals = {signal.SIGINT, signal.SIGTERM}
+        signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
         print(f"export STORAGE_EMULATOR_HOST={gcs.endpoint}", flush=True)
-        with contextlib.suppress(KeyboardInterrupt):
-            signal.pause()
+        signal.sigwait(stop_signals)
     return 0
 
 

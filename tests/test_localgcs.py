@@ -42,3 +42,16 @@ def test_cli_prints_endpoint_and_stops_on_interrupt(tmp_path):
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=20) == 0
+
+
+def test_cli_stops_on_a_signal_sent_right_after_the_endpoint(tmp_path):
+    """The stop signal can come at once (a script that only needed the URL): not missed."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "jobcommon.localgcs", "--data-dir", str(tmp_path)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert proc.stdout.readline().startswith("export STORAGE_EMULATOR_HOST=")
+        proc.send_signal(sig)
+        assert proc.wait(timeout=20) == 0
