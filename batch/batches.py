@@ -154,11 +154,11 @@ def decode_example_batch(
     errors: list[ErrorTuple] = []
     for record in records:
         try:
-            meta, _ = instances.decode_example(record, input_name, feature_names, key_field)
+            key = instances.example_key(record, feature_names, key_field)
         except RecordError as err:
             errors.append((instances.raw_record(record), err.kind, err.message))
             continue
-        heads.append(head_of(meta))
+        heads.append(head_of({"key": key}))
         good.append(record)
     return Batch(heads, {input_name: _object_array(good)}), errors
 

@@ -198,20 +198,11 @@ def _strings(value: Any, spec: InputSpec) -> Any:
     )
 
 
-def decode_example(
-    record: bytes, input_name: str, feature_names: list[str] | None, key_field: str | None = None
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Check one serialized tf.Example and return (output metadata, tensors).
-
-    With the trainer's schema the feature names are checked here too, so a record missing
-    a feature fails alone instead of failing its batch.
-    """
+def example_key(record: bytes, feature_names: list[str] | None, key_field: str) -> Any:
+    """The ``key_field`` value of one serialized tf.Example (its first value), checking the
+    record on the way as :func:`check_example` does."""
     example = check_example(record, feature_names, key_field)
-    if key_field is not None:
-        meta = {"key": _first_value(example.features.feature[key_field])}
-    else:
-        meta = {"instance": b64(record)}
-    return meta, {input_name: record}
+    return _first_value(example.features.feature[key_field])
 
 
 def check_example(
