@@ -6,7 +6,8 @@ millions of records would spend most of its time there. So records travel as bat
 input batch as stacked arrays (one per signature input) and, per record, the *head* of its
 output row, the ``"instance": ...`` or ``"key": ...`` member already in JSON text. A JSON
 instance is echoed by splicing its input line, which is valid JSON (it was just parsed), so
-the instance is never serialized again. Bad records leave the batch as error tuples.
+the instance is never serialized again; a tf.Example record's head (its bytes in base64)
+is made only when its row is written. Bad records leave the batch as error tuples.
 
 Example:
     >>> specs = {"x": InputSpec("x", "float32", (2,))}
@@ -20,11 +21,13 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from concurrent.futures import Future
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import orjson
+from pybase64 import b64encode
 
 from batch import instances
 from batch.instances import RecordError
@@ -37,29 +40,51 @@ ErrorTuple = tuple[dict[str, Any] | bytes, str, str]
 
 @dataclass
 class Batch:
-    """Good records of one batch: output row heads and one stacked array per input."""
+    """Good records of one batch: output row heads and one stacked array per input.
+
+    With ``echo_b64`` the heads are the records themselves, each to be echoed as
+    ``"instance": {"b64": ...}``: the base64 text is then made where the rows are written
+    (:meth:`row_heads`, :func:`results_text`), on a model thread, not on the thread that
+    reads the input.
+    """
 
     heads: list[bytes]
     tensors: dict[str, np.ndarray]
+    echo_b64: bool = False
+    # The model's work on this batch once started (see batch.model_handler); not pickled.
+    pending: Future | None = field(default=None, compare=False, repr=False)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "pending": None}
 
     def __len__(self) -> int:
         return len(self.heads)
 
     def take(self, start: int, stop: int) -> Batch:
         """Records ``start:stop`` (to re-run part of a batch the model failed on)."""
-        return Batch(self.heads[start:stop], {k: v[start:stop] for k, v in self.tensors.items()})
+        tensors = {k: v[start:stop] for k, v in self.tensors.items()}
+        return Batch(self.heads[start:stop], tensors, self.echo_b64)
 
     def select(self, indices: Sequence[int]) -> Batch:
         """The records at ``indices``, in that order."""
         rows = np.asarray(indices, dtype=np.intp)
         tensors = {name: values[rows] for name, values in self.tensors.items()}
-        return Batch([self.heads[i] for i in indices], tensors)
+        return Batch([self.heads[i] for i in indices], tensors, self.echo_b64)
+
+    def row_heads(self) -> list[bytes]:
+        """Each record's row head as JSON text, e.g. ``b'"instance":[1, 2]'``."""
+        if not self.echo_b64:
+            return self.heads
+        return [b"".join((_B64_HEAD, b64encode(record), b'"}')) for record in self.heads]
 
     def num_bytes(self) -> int:
         total = 0
         for arr in self.tensors.values():
             total += sum(map(len, arr)) if arr.dtype == object else arr.nbytes
         return total
+
+
+_B64_HEAD = b'"instance":{"b64":"'
 
 
 def head_of(meta: dict[str, Any]) -> bytes:
@@ -147,8 +172,7 @@ def decode_example_batch(
     parsed for its key, and checked on the way.
     """
     if key_field is None:
-        heads = [b'"instance":' + instances.b64_json(record) for record in records]
-        return Batch(heads, {input_name: _object_array(records)}), []
+        return Batch(list(records), {input_name: _object_array(records)}, echo_b64=True), []
     heads: list[bytes] = []
     good: list[bytes] = []
     errors: list[ErrorTuple] = []
@@ -201,14 +225,15 @@ def results_text(batch: Batch, columns: dict[str, list[bytes]]) -> bytes:
     """
     parts: list[bytes] = []
     opener = b"{"
+    heads = batch.row_heads()
     if len(columns) == 1:
         (column,) = columns.values()
-        for head, value in zip(batch.heads, column, strict=True):
+        for head, value in zip(heads, column, strict=True):
             parts += (opener, head, b',"prediction":', value, b"}")
             opener = b"\n{"
         return b"".join(parts)
     keys = [orjson.dumps(str(name)) + b":" for name in columns]
-    for head, values in zip(batch.heads, zip(*columns.values(), strict=True), strict=True):
+    for head, values in zip(heads, zip(*columns.values(), strict=True), strict=True):
         parts += (opener, head, b',"prediction":{')
         for key, value in zip(keys, values, strict=True):
             parts += (key, value, b",")

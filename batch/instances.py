@@ -71,12 +71,6 @@ def b64(data: bytes) -> dict[str, str]:
     return {"b64": pybase64.b64encode(data).decode("ascii")}
 
 
-def b64_json(data: bytes) -> bytes:
-    """``b64(data)`` already as JSON text (base64 needs no escaping), without a dict and a
-    dump per record."""
-    return b'{"b64":"' + pybase64.b64encode(data) + b'"}'
-
-
 def raw_record(data: bytes) -> dict[str, Any]:
     """The input as it was read, for an error row whose record could not be decoded."""
     return {"raw": b64(data)}

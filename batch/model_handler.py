@@ -8,12 +8,14 @@ chosen signature on whole batches.
   records, decoded and stacked before it gets here (Beam's per-element cost is paid once
   per batch, not per record). The signature's batch dimension is ``None``: no retracing,
   whatever the size of a batch.
-- RunInference hands over a few Batches per call, and they run through the signature on
-  one thread per core (up to 4) at once. TF releases the GIL while it computes, and one
-  call on a batch of 64 keeps only about one core busy: on 2 cores, two threads score
-  about 1.3x the records per second of one. Each signature call still gets exactly one
-  Batch, so ``--batch-size`` is what the model sees. The outputs are written to JSON text
-  on the same threads, overlapping with the model's work on the other Batches.
+- Each Batch is started on a model thread as soon as it enters RunInference (the
+  handler's preprocess step), with one thread more than the cores (see
+  :func:`default_threads`): the model computes while the bundle's thread reads and frames
+  the next Batches, and :meth:`run_inference`, called once RunInference has gathered a
+  few Batches, collects their results in order. TF releases the GIL while it computes.
+  Each signature call still gets exactly one Batch, so ``--batch-size`` is what the model
+  sees. The results lines (outputs to JSON, echoed records to base64) are made on the
+  same threads.
 - RunInference keeps one loaded model per worker process, shared by the threads of that
   process (Beam's ``shared.Shared``); ``large_model=True`` shares one copy across all the
   processes of a machine instead (worth it only for models that do not fit N times).
@@ -23,9 +25,9 @@ chosen signature on whole batches.
   only itself and every other record gets its result.
 
 Each result is a ``PredictionResult`` whose ``example`` is the Batch and whose
-``inference`` is each output's rows as JSON text (:func:`batch.batches.output_columns`,
-done on the pool's thread while the model computes the other batches) when the whole batch
-succeeded, or a list with one dict of outputs or RecordError per record when some failed.
+``inference`` is the Batch's results lines as one text (:func:`batch.batches.results_text`)
+when the whole batch succeeded, or a list with one dict of outputs or RecordError per
+record when some failed.
 
 Example:
     >>> handler = SavedModelHandler("gs://b/job/keras_export/20260101T000000Z",
@@ -39,7 +41,7 @@ import functools
 import logging
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -59,13 +61,19 @@ BATCHES_PER_THREAD = 4
 
 # What the model gives for one Batch: batched outputs, or one entry per record.
 BatchOutputs = dict[str, np.ndarray] | list[dict[str, Any] | RecordError]
-# What a PredictionResult carries: each output's rows as JSON text, or one entry per record.
-InferenceRows = dict[str, list[bytes]] | list[dict[str, Any] | RecordError]
+# What a PredictionResult carries: the Batch's results lines as one text, or one entry per
+# record (some failed).
+Inference = bytes | list[dict[str, Any] | RecordError]
 
 
 def default_threads() -> int:
-    """Batches in the model at once: one per core, up to 4 (more only queue inside TF)."""
-    return max(1, min(4, os.cpu_count() or 1))
+    """Batches in the model at once: one more than the cores (up to 4 cores).
+
+    Part of each signature call is TF's own scheduling, not computing: on 2 cores, calls on
+    batches of 64 from 1, 2 and 3 threads took 13-14, 9.5-11 and 8.2 us per record, and 4
+    or 6 threads no less than 3.
+    """
+    return min(4, os.cpu_count() or 1) + 1
 
 
 class SavedModelHandler(ModelHandler[Batch, PredictionResult, LoadedModel]):
@@ -93,34 +101,45 @@ class SavedModelHandler(ModelHandler[Batch, PredictionResult, LoadedModel]):
         silence_memory_warning()
         return load_model(self._export_path, self._signature_name)
 
+    def get_preprocess_fns(self) -> list[Callable[[Any], Any]]:
+        fns = list(super().get_preprocess_fns())
+        # With a model shared across processes RunInference holds a proxy, not our copy.
+        if self._threads > 1 and not self.share_model_across_processes():
+            fns.append(self._start)
+        return fns
+
+    def _start(self, records: Batch) -> Batch:
+        """RunInference's preprocess step: start this Batch on a model thread at once.
+
+        RunInference calls :meth:`run_inference` only once it has gathered a call's worth
+        of Batches; started here, the model computes the first ones while the bundle's
+        thread reads the next. The model is this process's one copy, the same object
+        :meth:`load_model` gives RunInference.
+        """
+        model = load_model(self._export_path, self._signature_name)
+        records.pending = _threads(self._threads).submit(_predict, model, records)
+        return records
+
     def run_inference(
         self,
         batch: Sequence[Batch],
         model: LoadedModel,
         inference_args: dict[str, Any] | None = None,
     ) -> Iterable[PredictionResult]:
-        def timed(records: Batch) -> tuple[InferenceRows, int, int]:
-            reruns = _Count()
-            start = time.perf_counter()
-            outputs = predict_isolating(model, records, reruns)
-            millis = int((time.perf_counter() - start) * 1000)
-            if isinstance(outputs, dict):
-                # Written to JSON here, on the pool's thread, while the model computes the
-                # other batches: this work would otherwise wait for all of them.
-                outputs = batches.output_columns(outputs)
-            return outputs, millis, reruns.value
-
-        if len(batch) == 1 or self._threads == 1:
-            done = [timed(records) for records in batch]
+        if self._threads == 1:
+            done = [_predict(model, records) for records in batch]
         else:
-            done = list(_threads(self._threads).map(timed, batch))
+            pool = _threads(self._threads)
+            futures = [r.pending or pool.submit(_predict, model, r) for r in batch]
+            done = [future.result() for future in futures]
         # Beam's metrics belong to the bundle's thread: update them here, not in the pool.
         results = []
-        for records, (outputs, millis, reruns) in zip(batch, done, strict=True):
+        for records, (inference, millis, reruns) in zip(batch, done, strict=True):
+            records.pending = None
             self._batch_latency.update(millis)
             if reruns:
                 self._isolation_runs.inc(reruns)
-            results.append(PredictionResult(records, outputs))
+            results.append(PredictionResult(records, inference))
         return results
 
     def get_num_bytes(self, batch: Sequence[Batch]) -> int:
@@ -128,6 +147,19 @@ class SavedModelHandler(ModelHandler[Batch, PredictionResult, LoadedModel]):
 
     def get_metrics_namespace(self) -> str:
         return METRICS_NAMESPACE
+
+
+def _predict(model: LoadedModel, records: Batch) -> tuple[Inference, int, int]:
+    """One Batch on a model thread -> (its results text or per-record entries, ms, isolation
+    reruns). The results lines are made here, not on the bundle's thread, which meanwhile
+    reads the next input."""
+    reruns = _Count()
+    start = time.perf_counter()
+    outputs = predict_isolating(model, records, reruns)
+    millis = int((time.perf_counter() - start) * 1000)
+    if isinstance(outputs, dict):
+        return batches.results_text(records, batches.output_columns(outputs)), millis, reruns.value
+    return outputs, millis, reruns.value
 
 
 @functools.cache

@@ -5,8 +5,8 @@
     read (JSON lines | TFRecord files) -> batches of --batch-size -> reshuffle
         -> decode + check each record of a batch (bad ones leave as error rows; tf.Examples
            are checked only if the model fails on their batch, see batch.model_handler)
-        -> RunInference(SavedModelHandler, a few batches per call, one per model thread)
-        -> join a batch's rows into one piece of text
+        -> RunInference(SavedModelHandler: each batch started on a model thread on arrival,
+           its results lines made there as one piece of text)
         -> prediction.results-*        (one row per good record)
         -> prediction.errors-*         (one row per bad record, from any step)
         -> prediction.errors_stats-*   (counts; predictions + errors == records read)
@@ -25,7 +25,6 @@ becomes an error row, not a failed job). TFRecords are matched and opened with B
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import apache_beam as beam
@@ -40,7 +39,7 @@ from batch.instances import CORRUPT_RECORD, RecordError
 from batch.model import SignatureInfo
 from batch.model_handler import METRICS_NAMESPACE, SavedModelHandler
 from batch.sink import WriteShards
-from batch.tfrecords import CorruptRecord, iter_records
+from batch.tfrecords import CorruptRecord, iter_batches
 from jobcommon import storage
 
 JSON = "JSON"
@@ -123,7 +122,7 @@ class ReadTFRecordFile(beam.DoFn):
     def process(self, readable: fileio.ReadableFile):
         path = readable.metadata.path
         with readable.open(compression_type=self._compression) as stream:
-            for chunk in _batched(iter_records(stream, path), self._batch_size):
+            for chunk in iter_batches(stream, path, self._batch_size):
                 if isinstance(chunk, CorruptRecord):
                     self._corrupt.inc()
                     message = f"{chunk.path} at byte {chunk.offset}: {chunk.reason}"
@@ -134,23 +133,6 @@ class ReadTFRecordFile(beam.DoFn):
                     yield chunk
 
 
-def _batched(
-    items: Iterable[bytes | CorruptRecord], size: int
-) -> Iterator[list[bytes] | CorruptRecord]:
-    """Records -> lists of ``size`` (the last one shorter); a CorruptRecord passes alone."""
-    batch: list[bytes] = []
-    for item in items:
-        if isinstance(item, CorruptRecord):
-            yield item
-            continue
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
 class FormatPrediction(beam.DoFn):
     """PredictionResult of one Batch -> its results lines joined into one element (the sink
     writes it as lines), and an ``errors`` tuple per record the model failed on."""
@@ -159,15 +141,15 @@ class FormatPrediction(beam.DoFn):
         self._predicted = Metrics.counter(METRICS_NAMESPACE, "predicted")
 
     def process(self, result: PredictionResult):
-        records, outputs = result.example, result.inference
-        if isinstance(outputs, dict):
+        records, inference = result.example, result.inference
+        if isinstance(inference, bytes):
             if len(records):
                 self._predicted.inc(len(records))
                 yield beam.pvalue.TaggedOutput("counts", ("ok", len(records)))
-                yield batches.results_text(records, outputs)
+                yield inference
             return
         lines = []
-        for head, output in zip(records.heads, outputs, strict=True):
+        for head, output in zip(records.row_heads(), inference, strict=True):
             if isinstance(output, RecordError):
                 yield beam.pvalue.TaggedOutput("errors", (head, output.kind, output.message))
             else:

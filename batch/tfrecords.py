@@ -1,4 +1,4 @@
-"""Read TFRecord files record by record, so that a corrupt record fails only itself.
+"""Read TFRecord files in batches of records, so that a corrupt record fails only itself.
 
 Beam's ``ReadFromTFRecord`` raises on the first bad checksum and fails the whole job. Here
 each file (opened through Beam's file systems, with the compression named explicitly) is
@@ -10,6 +10,8 @@ framed by hand: ``uint64 length | masked crc32c(length) | data | masked crc32c(d
   one ``CorruptRecord`` carrying the unread remainder, and the file ends there.
 
 Example:
+    >>> list(iter_batches(io.BytesIO(frame(b"a") + frame(b"b") + frame(b"c")), "x", 2))
+    [[b'a', b'b'], [b'c']]
     >>> list(iter_records(io.BytesIO(frame(b"a") + frame(b"b")), "x.tfrecord"))
     [b'a', b'b']
 """
@@ -31,6 +33,8 @@ _MASK_DELTA = 0xA282EAD8
 MAX_RECORD_BYTES = 2**31
 # Bytes read from a file at a time.
 CHUNK_BYTES = 4 * 2**20
+# Distinct record headers remembered once checked (files of same-sized records have one).
+_KNOWN_HEADERS = 256
 
 
 @dataclass(frozen=True)
@@ -57,55 +61,91 @@ def frame(data: bytes) -> bytes:
 def iter_records(
     stream: BinaryIO, path: str, chunk_bytes: int = CHUNK_BYTES
 ) -> Iterator[bytes | CorruptRecord]:
-    """Yield each record's bytes, or a CorruptRecord for what cannot be trusted.
+    """Yield each record's bytes, or a CorruptRecord for what cannot be trusted."""
+    for item in iter_batches(stream, path, 1024, chunk_bytes):
+        if isinstance(item, CorruptRecord):
+            yield item
+        else:
+            yield from item
 
-    The file is read in chunks of ``chunk_bytes`` and framed in memory: two small reads
-    per record would cost more than the checksums.
+
+def iter_batches(
+    stream: BinaryIO, path: str, batch_size: int, chunk_bytes: int = CHUNK_BYTES
+) -> Iterator[list[bytes] | CorruptRecord]:
+    """Yield lists of up to ``batch_size`` records, and a CorruptRecord (on its own, as soon
+    as it is found) for what cannot be trusted.
+
+    The file is read in chunks of ``chunk_bytes`` and framed in memory, and a record header
+    that was already checked is recognised without checking it again: this loop runs once
+    per record, and in Python each step of it counts.
     """
-    buf, pos, offset = b"", 0, 0
-    eof = False
-
-    def fill(need: int) -> None:
-        # Keep the unread tail and read until ``need`` bytes are there or the file ends.
-        nonlocal buf, pos, eof
-        parts, have = [buf[pos:]], len(buf) - pos
-        while have < need and not eof:
-            chunk = stream.read(max(chunk_bytes, need - have))
-            if not chunk:
+    crc32c = google_crc32c.value
+    unpack_footer = _FOOTER.unpack_from
+    known: dict[bytes, int] = {}  # checked 12-byte header -> record length
+    batch: list[bytes] = []
+    buf, pos, base = b"", 0, 0  # base: the file offset of buf[0]
+    need, eof = _HEADER.size, False
+    while True:
+        end = len(buf)
+        while end - pos >= _HEADER.size:
+            header = buf[pos : pos + _HEADER.size]
+            length = known.get(header)
+            if length is None:
+                length, length_crc = _HEADER.unpack(header)
+                if masked_crc(header[:8]) != length_crc or length > MAX_RECORD_BYTES:
+                    if batch:
+                        yield batch
+                    yield CorruptRecord(
+                        path,
+                        base + pos,
+                        "damaged record length; the rest of the file is unreadable",
+                        buf[pos:] + stream.read(),
+                    )
+                    return
+                if len(known) < _KNOWN_HEADERS:
+                    known[header] = length
+            stop = pos + _HEADER.size + length + _FOOTER.size
+            if stop > end:
+                need = stop - pos
+                break
+            data = buf[pos + _HEADER.size : stop - _FOOTER.size]
+            crc = crc32c(data)
+            (stored,) = unpack_footer(buf, stop - _FOOTER.size)
+            if (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF == stored:
+                batch.append(data)
+                if len(batch) == batch_size:
+                    yield batch
+                    batch = []
+            else:
+                if batch:  # keep file order: the records before it come first
+                    yield batch
+                    batch = []
+                yield CorruptRecord(path, base + pos, "record checksum mismatch", data)
+            pos = stop
+            need = _HEADER.size
+        if eof:
+            break
+        if pos == end:
+            buf, base, pos = stream.read(chunk_bytes), base + pos, 0
+            eof = not buf
+            continue
+        # A record (or header) runs past the chunk: read just the rest of it, so the big
+        # chunks are used as read, never copied into a bigger buffer.
+        parts, have = [buf[pos:]], end - pos
+        while have < need:
+            more = stream.read(need - have)
+            if not more:
                 eof = True
                 break
-            parts.append(chunk)
-            have += len(chunk)
-        buf, pos = b"".join(parts), 0
-
-    while True:
-        if len(buf) - pos < _HEADER.size:
-            fill(_HEADER.size)
-            if len(buf) == pos:
-                return
-            if len(buf) - pos < _HEADER.size:
-                header = buf[pos:]
-                yield CorruptRecord(path, offset, "the file ends inside a record header", header)
-                return
-        length, length_crc = _HEADER.unpack_from(buf, pos)
-        if masked_crc(buf[pos : pos + 8]) != length_crc or length > MAX_RECORD_BYTES:
-            rest = buf[pos:] + stream.read()
-            yield CorruptRecord(
-                path, offset, "damaged record length; the rest of the file is unreadable", rest
-            )
-            return
-        size = _HEADER.size + length + _FOOTER.size
-        if len(buf) - pos < size:
-            fill(size)
-            if len(buf) - pos < size:
-                yield CorruptRecord(path, offset, "the file ends inside a record", buf[pos:])
-                return
-        start = pos + _HEADER.size
-        data = buf[start : start + length]
-        (data_crc,) = _FOOTER.unpack_from(buf, start + length)
-        if masked_crc(data) != data_crc:
-            yield CorruptRecord(path, offset, "record checksum mismatch", data)
-        else:
-            yield data
-        pos += size
-        offset += size
+            parts.append(more)
+            have += len(more)
+        buf, base, pos = b"".join(parts), base + pos, 0
+    if batch:
+        yield batch
+    if pos < len(buf):
+        reason = (
+            "the file ends inside a record header"
+            if len(buf) - pos < _HEADER.size
+            else "the file ends inside a record"
+        )
+        yield CorruptRecord(path, base + pos, reason, buf[pos:])

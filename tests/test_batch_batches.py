@@ -104,8 +104,10 @@ def test_written_shards_hold_every_line_once_across_many_parts(tmp_path, monkeyp
 
 def test_batched_result_lines_equal_record_by_record_lines():
     rng = np.random.default_rng(7)
-    heads = [b'"instance":' + instances.b64_json(bytes([i])) for i in range(5)]
-    batch = batches.Batch(heads, {})
+    records = [bytes([i]) for i in range(5)]
+    batch = batches.Batch(records, {}, echo_b64=True)
+    heads = [b'"instance":' + orjson.dumps(instances.b64(r)) for r in records]
+    assert batch.row_heads() == heads
     cases = [
         {"p": rng.random((5, 10), dtype=np.float32)},
         {"p": np.array([np.nan, np.inf, -0.0, 1e-30, 3.4e38], np.float32)},

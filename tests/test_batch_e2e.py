@@ -159,3 +159,23 @@ def test_local_paths_work_too(trained, tmp_path):
     rows = read_rows(str(out), "prediction.results")
     assert len(rows) == 20 and all(isinstance(r["instance"], list) for r in rows)
     assert os.path.exists(out / "prediction.errors_stats-00000-of-00001")
+
+
+def test_each_signature_call_runs_on_one_thread_unless_told(trained, gcs_env):
+    """Batch prediction runs one call per model thread, each on TF's intra-op pool of one;
+    a TF_NUM_INTRAOP_THREADS the user set is left alone."""
+    code = (
+        "import sys, tensorflow as tf\n"
+        "from batch.model import load_model\n"
+        "load_model(sys.argv[1], 'serving_default')\n"
+        "print(tf.config.threading.get_intra_op_parallelism_threads())\n"
+    )
+    env = gcs_env | {"PYTHONPATH": repo_root(), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env.pop("TF_NUM_INTRAOP_THREADS", None)  # the test session sets one for itself
+    for extra, want in (({}, "1"), ({"TF_NUM_INTRAOP_THREADS": "2"}, "0")):
+        proc = subprocess.run(
+            [sys.executable, "-c", code, trained["export"]],
+            env=env | extra, capture_output=True, text=True, cwd=repo_root(),
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert proc.stdout.split()[-1] == want, (extra, proc.stdout)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import base64
+import pickle
 
 import numpy as np
 import pytest
 
-from batch import predict
+from batch import batches, predict
+from batch.instances import RecordError
+from batch.model_handler import SavedModelHandler
 from jobcommon import cli, storage
 from tests.batch_helpers import (
     N,
@@ -251,3 +254,39 @@ def test_missing_flags_are_named(capfd):
     assert code == 2
     err = capfd.readouterr().err
     assert "--input-paths" in err and "--output-path" in err and "--model-dir" in err
+
+
+def _rows(inference) -> list:
+    if isinstance(inference, bytes):
+        return inference.split(b"\n")
+    return [o.kind if isinstance(o, RecordError) else sorted(o) for o in inference]
+
+
+def test_started_batches_give_the_rows_of_batches_run_on_call(trained):
+    """Batches started early on the model threads (RunInference's preprocess step) give
+    exactly the rows of Batches run when RunInference calls, a failed one included."""
+    handler = SavedModelHandler(trained["export"], "serving_tf_example", threads=2)
+    model = handler.load_model()
+    name = next(iter(model.info.input_specs))
+    records = [example_bytes(row) for row in trained["x"][:40]]
+    records[13] = b"\x08\x96\x01 not a tf.Example"  # its batch fails and is narrowed down
+
+    def batches_of_8() -> list[batches.Batch]:
+        return [
+            batches.decode_example_batch(records[i : i + 8], name, None)[0]
+            for i in range(0, len(records), 8)
+        ]
+
+    start = handler.get_preprocess_fns()[-1]
+    started = [start(batch) for batch in batches_of_8()]
+    assert all(batch.pending is not None for batch in started)
+    # The started work stays in this process: a pickled Batch (shuffled, sent to another
+    # worker) goes without it and is simply run when RunInference calls.
+    assert pickle.loads(pickle.dumps(started[0])).pending is None
+
+    early = [_rows(r.inference) for r in handler.run_inference(started, model)]
+    on_call = [_rows(r.inference) for r in handler.run_inference(batches_of_8(), model)]
+    assert early == on_call
+    assert early[1][5] == "bad_example" and len(early[1]) == 8
+    assert [len(rows) for rows in early] == [8] * 5
+    assert all(batch.pending is None for batch in started)

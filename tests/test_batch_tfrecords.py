@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from batch.tfrecords import CorruptRecord, frame, iter_records
+from batch.tfrecords import CorruptRecord, frame, iter_batches, iter_records
 
 CHUNKS = (1, 5, 13, 64, 4 * 2**20)
 
@@ -15,6 +15,13 @@ CHUNKS = (1, 5, 13, 64, 4 * 2**20)
 def _records(n: int, seed: int = 0) -> list[bytes]:
     rng = random.Random(seed)
     return [rng.randbytes(rng.randint(0, 50)) for _ in range(n)]
+
+
+def _framed(records: list[bytes], k: int) -> tuple[bytearray, int, int]:
+    """The records as a TFRecord file to damage: (its bytes, where record ``k``'s frame
+    starts, that frame's length)."""
+    frames = [frame(r) for r in records]
+    return bytearray(b"".join(frames)), sum(map(len, frames[:k])), len(frames[k])
 
 
 @pytest.mark.parametrize("chunk", CHUNKS)
@@ -28,9 +35,7 @@ def test_intact_file_gives_every_record_whatever_the_chunk_size(chunk):
 def test_damage_fails_only_what_it_touches(chunk):
     records = _records(30, seed=1)
     records[7] = b"x" * 20
-    frames = [frame(r) for r in records]
-    blob = bytearray(b"".join(frames))
-    at = sum(map(len, frames[:7]))
+    blob, at, _ = _framed(records, 7)
     blob[at + 12 + 5] ^= 0xFF  # inside record 7's data: only its checksum fails
     blob += frame(b"cut short")[:-3]  # and the file ends inside one more record
     items = list(iter_records(io.BytesIO(bytes(blob)), "f.tfrecord", chunk_bytes=chunk))
@@ -45,11 +50,28 @@ def test_damage_fails_only_what_it_touches(chunk):
 @pytest.mark.parametrize("chunk", CHUNKS)
 def test_damaged_length_ends_the_file_with_its_remainder(chunk):
     records = _records(10, seed=2)
-    frames = [frame(r) for r in records]
-    blob = bytearray(b"".join(frames))
-    at = sum(map(len, frames[:4]))
+    blob, at, _ = _framed(records, 4)
     blob[at + 2] ^= 0x01  # record 4's length no longer matches its checksum
     items = list(iter_records(io.BytesIO(bytes(blob)), "f", chunk_bytes=chunk))
     assert items[:4] == records[:4] and len(items) == 5
     assert items[4].reason.startswith("damaged record length")
     assert items[4].data == bytes(blob[at:])
+
+
+@pytest.mark.parametrize("chunk", CHUNKS)
+def test_batches_are_full_except_around_damage_and_at_the_end(chunk):
+    records = _records(23, seed=3)
+    blob, at, size = _framed(records, 9)
+    blob[at + size - 1] ^= 0xFF  # record 9's stored checksum
+    items = list(iter_batches(io.BytesIO(bytes(blob)), "f", 4, chunk_bytes=chunk))
+    sizes = [len(i) if isinstance(i, list) else "x" for i in items]
+    # File order is kept: the batch in progress is handed on before the damaged record.
+    assert sizes == [4, 4, 1, "x", 4, 4, 4, 1]
+    assert items[3].offset == at and items[3].data == records[9]
+    assert [r for i in items if isinstance(i, list) for r in i] == records[:9] + records[10:]
+
+
+def test_a_record_longer_than_a_chunk_is_read_whole():
+    records = [b"a" * 10, b"b" * 100_000, b"c" * 10]
+    blob = b"".join(frame(r) for r in records)
+    assert list(iter_batches(io.BytesIO(blob), "f", 64, chunk_bytes=1000)) == [records]
