@@ -70,8 +70,8 @@ def default_threads() -> int:
     """Batches in the model at once: one more than the cores (up to 4 cores).
 
     Part of each signature call is TF's own scheduling, not computing: on 2 cores, calls on
-    batches of 64 from 1, 2 and 3 threads took 13-14, 9.5-11 and 8.2 us per record, and 4
-    or 6 threads no less than 3.
+    batches of 64 from 1, 2 and 3 threads took 13-14.5, 8.9-11.5 and 7.2-8.5 us per record;
+    4 or 6 threads were about as fast as 3, and in the whole pipeline 4 were no better.
     """
     return min(4, os.cpu_count() or 1) + 1
 
