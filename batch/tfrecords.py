@@ -79,7 +79,6 @@ def iter_batches(
     that was already checked is recognised without checking it again: this loop runs once
     per record, and in Python each step of it counts.
     """
-    crc32c = google_crc32c.value
     unpack_footer = _FOOTER.unpack_from
     known: dict[bytes, int] = {}  # checked 12-byte header -> record length
     batch: list[bytes] = []
@@ -109,9 +108,8 @@ def iter_batches(
                 need = stop - pos
                 break
             data = buf[pos + _HEADER.size : stop - _FOOTER.size]
-            crc = crc32c(data)
             (stored,) = unpack_footer(buf, stop - _FOOTER.size)
-            if (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF == stored:
+            if masked_crc(data) == stored:
                 batch.append(data)
                 if len(batch) == batch_size:
                     yield batch
