@@ -76,3 +76,25 @@ class BadInputError(JobError):
     """Input data that cannot be used (empty, malformed, not matching a schema)."""
 
     exit_code = 7
+
+
+class MetadataError(JobError):
+    """The Compute Engine metadata server did not answer or lacked a value."""
+
+    exit_code = 8
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first non-empty line of an exception's message (its type name if it has none).
+
+    Library errors often carry whole stack dumps in their message; one line is what a log
+    line or an error row can hold.
+
+    Example:
+        >>> first_line(ValueError("bad value\\n  at line 3"))
+        'bad value'
+        >>> first_line(KeyError())
+        'KeyError'
+    """
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else type(exc).__name__

@@ -8,9 +8,8 @@ an export whose upload is still under way or was cut short.
 
 from __future__ import annotations
 
-import time
-
 from jobcommon import storage
+from jobcommon.clock import utc_stamp
 from jobcommon.errors import NotFoundError
 
 EXPORT_MARKER = "_EXPORT_COMPLETE"
@@ -21,7 +20,7 @@ TF_EXAMPLE_SIGNATURE = "serving_tf_example"
 
 def new_export_name() -> str:
     """A UTC timestamp that sorts in time order, e.g. ``20261127T171501Z``."""
-    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    return utc_stamp()
 
 
 def is_complete_export(path: str) -> bool:

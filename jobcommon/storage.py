@@ -39,8 +39,6 @@ from typing import TypeVar
 # emulator every probe waits out a 60 s timeout. The variable must be set before import.
 os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
-import tenacity  # noqa: E402
-
 from jobcommon.errors import (  # noqa: E402
     InvalidURIError,
     NoCredentialsError,
@@ -48,7 +46,9 @@ from jobcommon.errors import (  # noqa: E402
     PermissionDeniedError,
     StorageError,
     UsageError,
+    first_line,
 )
+from jobcommon.retry import call_with_retries  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -207,23 +207,15 @@ def _translate(exc: BaseException, uri: str) -> BaseException:
         return NoCredentialsError(uri)
     if isinstance(exc, IsADirectoryError):
         return StorageError(f"{uri} is a directory, not a file")
-    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return StorageError(f"storage operation on {uri} failed: {first_line}")
+    return StorageError(f"storage operation on {uri} failed: {first_line(exc)}")
 
 
 def _call(uri: str, fn: Callable[[], T]) -> T:
     """Run one operation with whole-operation retries and error translation."""
-    retrying = tenacity.Retrying(
-        stop=tenacity.stop_after_attempt(OPERATION_ATTEMPTS),
-        wait=tenacity.wait_exponential(multiplier=0.5, max=8),
-        retry=tenacity.retry_if_exception(_is_transient),
-        reraise=True,
-        before_sleep=lambda state: log.warning(
-            "retrying %s after %s", uri, type(state.outcome.exception()).__name__
-        ),
-    )
     try:
-        return retrying(fn)
+        return call_with_retries(
+            fn, what=uri, is_transient=_is_transient, attempts=OPERATION_ATTEMPTS
+        )
     except Exception as exc:
         raise _translate(exc, uri) from exc
 
