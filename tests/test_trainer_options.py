@@ -125,22 +125,6 @@ def test_bad_values_name_the_flag(argv, message):
         options.parse(["--job-dir", "/tmp/j", *argv], environ={})
 
 
-def test_target_column_must_name_the_schemas_label(tmp_path):
-    from jobcommon.schema import Feature, Schema
-    from trainer import task
-
-    path = str(tmp_path / "schema.json")
-    Schema(
-        [Feature("pixels", "float32", [64])], Feature("digit", "int64", []), num_classes=10
-    ).save(path)
-    base = ["--job-dir", "/tmp/j", "--train-files", "/d/train-*", "--schema-file", path]
-    assert task.load_schema(options.parse([*base, "--target-column", "digit"], {})).label.name == (
-        "digit"
-    )
-    with pytest.raises(UsageError, match="--target-column 'label' but the schema's label is"):
-        task.load_schema(options.parse([*base, "--target-column", "label"], {}))
-
-
 def test_data_format_applies_to_vertex_managed_datasets_only():
     env = {"AIP_TRAINING_DATA_URI": "gs://bkt/d/training-*", "AIP_DATA_FORMAT": "tf-record"}
     assert options.parse(["--job-dir", "/j"], env).data_format == "tf-record"

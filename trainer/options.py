@@ -127,7 +127,6 @@ class TrainerOptions:
     train_files: str | None = None
     eval_files: str | None = None
     schema_file: str | None = None
-    target_column: str | None = None
     scratch_dir: str | None = None
     learning_rate: float = 1e-3
     batch_size: int = 128
@@ -285,12 +284,6 @@ def build_parser() -> argparse.ArgumentParser:
         where,
         "--schema-file",
         help="schema.json; default: schema.json beside the first training file",
-    )
-    _add(
-        where,
-        "--target-column",
-        metavar="NAME",
-        help="the label column; it must match the schema's label (default: the schema's)",
     )
     _add(where, "--scratch-dir", help="local working directory (default: a temporary one)")
     hp = p.add_argument_group("hyperparameters")

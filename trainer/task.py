@@ -137,11 +137,6 @@ def load_schema(opts: TrainerOptions) -> Schema:
         schema = Schema.load(path)
     if opts.task and opts.task != schema.task:
         raise UsageError(f"--task {opts.task} but the schema's task is {schema.task}")
-    if opts.target_column and opts.target_column != schema.label.name:
-        raise UsageError(
-            f"--target-column {opts.target_column!r} but the schema's label is "
-            f"{schema.label.name!r}; drop one of them or fix the schema"
-        )
     return schema
 
 
