@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 
 from trainer_helpers import (  # noqa: F401 (a fixture)
+    REPO,
     child_env,
     log_records,
     new_bucket,
@@ -70,3 +73,24 @@ def test_vertex_trial_exports_at_the_model_dir_root_and_keeps_tuner_state_out(gc
     # A trial reports its metric to the tuning service.
     line = json.loads((tmp_path / "hp" / "output.metrics").read_text().splitlines()[-1])
     assert line["trial"] == "3" and "val_accuracy" in line
+
+
+def test_tensorflow_starts_without_keras_optional_extras_which_stay_importable():
+    code = (
+        "import json, sys\n"
+        "from trainer import tf_runtime\n"
+        "tf_runtime.start()\n"
+        "import keras, tensorflow\n"
+        "extras = ('sklearn', 'pandas', 'matplotlib', 'scipy')\n"
+        "print(json.dumps([m for m in extras if m in sys.modules]))\n"
+        "import matplotlib, pandas, scipy.sparse, sklearn\n"
+        "print(json.dumps(keras.ops.sum(tensorflow.ones([3])).numpy().item()))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=child_env({}), capture_output=True,
+        text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    loaded_at_start, total = proc.stdout.strip().splitlines()
+    assert json.loads(loaded_at_start) == []
+    assert json.loads(total) == 3.0
