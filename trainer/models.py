@@ -28,6 +28,7 @@ import keras
 
 from jobcommon.errors import UsageError
 from jobcommon.schema import Schema
+from trainer import preprocessing
 
 MODELS = ("mlp", "cnn", "linear")
 OPTIMIZERS = ("adam", "rmsprop", "sgd", "adagrad")
@@ -66,27 +67,11 @@ def parse_hidden_units(text: str) -> tuple[int, ...]:
 
 
 def _inputs(schema: Schema) -> dict[str, keras.KerasTensor]:
-    for f in schema.features:
-        if f.dtype == "string":
-            raise UsageError(
-                f"feature {f.name!r} is a string: the built-in models take numbers only; "
-                "encode it in the data or pass --model-module with your own model"
-            )
-    return {
-        f.name: keras.Input(shape=tuple(f.shape), name=f.name, dtype=f.dtype)
-        for f in schema.features
-    }
+    return preprocessing.model_inputs(schema)
 
 
-def _flat(inputs: dict[str, keras.KerasTensor]):
-    parts = []
-    for name, t in inputs.items():
-        if len(t.shape) == 1:  # a scalar feature: [batch] -> [batch, 1]
-            t = keras.layers.Reshape((1,), name=f"col_{name}")(t)
-        elif len(t.shape) > 2:
-            t = keras.layers.Flatten(name=f"flat_{name}")(t)
-        parts.append(keras.ops.cast(t, "float32"))
-    return parts[0] if len(parts) == 1 else keras.layers.Concatenate()(parts)
+def _flat(inputs: dict[str, keras.KerasTensor], schema: Schema):
+    return preprocessing.concatenated(schema, inputs)
 
 
 def _head(x, schema: Schema):
@@ -94,14 +79,14 @@ def _head(x, schema: Schema):
         if not schema.num_classes or schema.num_classes < 2:
             raise UsageError("a classification schema needs num_classes >= 2")
         return keras.layers.Dense(schema.num_classes, activation="softmax", name="probabilities")(x)
-    return keras.layers.Dense(max(1, schema.label.size), name="predictions")(x)
+    return preprocessing.regression_output(x, schema)
 
 
 def _image_of(schema: Schema, inputs) -> keras.KerasTensor:
     if len(schema.features) != 1:
         raise UsageError("--model cnn takes one image feature; this schema has several")
     f = schema.features[0]
-    x = keras.ops.cast(inputs[f.name], "float32")
+    x = keras.ops.cast(inputs[f.input_name], "float32")
     if len(f.shape) == 1:
         side = math.isqrt(f.shape[0])
         if side * side != f.shape[0]:
@@ -124,9 +109,9 @@ def build_builtin(hp: Any, schema: Schema, model: str | None = None) -> keras.Mo
     units = _units(hp)
     dropout = float(hp.get("dropout"))
     if model == "linear":
-        x = _flat(inputs)
+        x = _flat(inputs, schema)
     elif model == "mlp":
-        x = _flat(inputs)
+        x = _flat(inputs, schema)
         for i, n in enumerate(units):
             x = keras.layers.Dense(n, activation="relu", name=f"dense_{i}")(x)
             if dropout:

@@ -32,7 +32,6 @@ from dataclasses import dataclass, field
 from jobcommon import cli, storage
 from jobcommon.errors import BadInputError, UsageError
 from jobcommon.logs import add_logging_flags, setup_logging
-from jobcommon.schema import SCHEMA_FILE, Schema
 from trainer.distribute import Cluster
 from trainer.models import MODELS, OPTIMIZERS, HParams, parse_hidden_units
 
@@ -42,9 +41,9 @@ log = logging.getLogger("trainer")
 _NOT_JOB_IDENTITY = {"log_format", "log_level", "scratch_dir"}
 
 
-def _add(parser: argparse.ArgumentParser, flag: str, **kwargs) -> None:
+def _add(parser: argparse.ArgumentParser, flag: str, *aliases: str, **kwargs) -> None:
     """Add ``--a-b`` and its ``--a_b`` spelling (tuning services pass parameter ids as flags)."""
-    names = [flag]
+    names = [flag, *aliases]
     if "-" in flag[2:]:
         names.append("--" + flag[2:].replace("-", "_"))
     parser.add_argument(*names, **kwargs)
@@ -77,7 +76,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add(
         where,
         "--schema-file",
-        help="schema.json; default: schema.json beside the first training file",
+        help="schema.json; default: schema.json beside the first training file, else one "
+        "inferred from the CSV/JSON-lines columns (written into the export)",
+    )
+    _add(
+        where,
+        "--target-column",
+        "--label",
+        help="the column to predict when the schema is inferred (default: a column named "
+        "label or target)",
     )
     _add(where, "--scratch-dir", help="local working directory (default: a temporary one)")
     hp = p.add_argument_group("hyperparameters")
@@ -159,25 +166,6 @@ def resolve_dirs(job_dir: str | None, env: Mapping[str, str]) -> Dirs:
     return dirs
 
 
-def _parent(path: str) -> str:
-    return path.rstrip("/").rsplit("/", 1)[0] if storage.is_gcs(path) else os.path.dirname(path)
-
-
-def load_schema(args, train_patterns: str) -> Schema:
-    from trainer.data import resolve_files
-
-    if args.schema_file:
-        return Schema.load(args.schema_file)
-    first = resolve_files(train_patterns)[0]
-    path = storage.join(_parent(first), SCHEMA_FILE)
-    if not storage.exists(path):
-        raise UsageError(
-            f"no schema: {path} does not exist; pass --schema-file, or write the data with "
-            "python -m trainer.convert (it writes schema.json beside the shards)"
-        )
-    return Schema.load(path)
-
-
 def hparams_from_args(args) -> HParams:
     return HParams(
         model=args.model,
@@ -242,9 +230,6 @@ def run(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> RunRe
         log.info("this job already finished; its export is %s", done.get("export"))
         return RunResult(done.get("export"), done.get("metrics", {}), skipped=True)
 
-    schema = load_schema(args, train_patterns)
-    if args.task and args.task != schema.task:
-        raise UsageError(f"--task {args.task} but the schema's task is {schema.task}")
     if args.tune and cluster.num_workers > 1:
         # A distributed search runs independent trials per replica (keras-tuner's own
         # distribution), not one synchronous multi-worker model.
@@ -266,26 +251,25 @@ def run(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> RunRe
     scratch = args.scratch_dir or tempfile.mkdtemp(prefix="trainer-")
     os.makedirs(scratch, exist_ok=True)
     try:
-        train_ds, train_stats = data.make_dataset(
+        loaded = data.load_tabular(
             train_patterns,
-            schema,
-            args.batch_size,
-            training=True,
-            staging_dir=os.path.join(scratch, "train-data"),
+            eval_patterns,
+            data_format=env.get("AIP_DATA_FORMAT"),
+            target_column=args.target_column,
+            schema_file=args.schema_file,
+            task=args.task,
+            batch_size=args.batch_size,
             skip_bad_records=args.skip_bad_records,
             seed=args.seed,
+            staging_dir=os.path.join(scratch, "data"),
         )
-        eval_ds = eval_stats = None
-        if eval_patterns:
-            eval_ds, eval_stats = data.make_dataset(
-                eval_patterns,
-                schema,
-                args.batch_size,
-                training=False,
-                staging_dir=os.path.join(scratch, "eval-data"),
-                skip_bad_records=args.skip_bad_records,
-                what="--eval-files",
-            )
+        schema = loaded.schema
+        train_ds, train_stats, eval_ds, eval_stats = (
+            loaded.train,
+            loaded.train_stats,
+            loaded.eval,
+            loaded.eval_stats,
+        )
         metric = args.hypertune_metric or (
             "val_loss" if schema.task == "regression" else "val_accuracy"
         )
@@ -303,7 +287,7 @@ def run(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> RunRe
             model = models.build(hp, schema, args.model_module)
         if len(schema.features) == 1 and not takes_dict(model):
             # A user's single-input model gets the lone tensor, not a one-key dict.
-            name = schema.features[0].name
+            name = schema.features[0].input_name
             train_ds = train_ds.map(lambda x, y: (x[name], y))
             eval_ds = eval_ds.map(lambda x, y: (x[name], y)) if eval_ds is not None else None
         if cluster_for_training.num_workers > 1:
@@ -339,8 +323,8 @@ def run(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> RunRe
         log.info(
             "training %s on %d records (%d skipped) for %d epochs, %s, %d worker(s)",
             model.name,
-            train_stats.records - train_stats.bad,
-            train_stats.bad,
+            train_stats.usable,
+            train_stats.bad + train_stats.missing_target,
             args.epochs,
             json.dumps(hp.as_dict() if hasattr(hp, "as_dict") else hp.values),
             cluster_for_training.num_workers,
@@ -374,16 +358,18 @@ def run(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> RunRe
                 f"--learning-rate (now {args.learning_rate}) or check the data for NaN/inf values"
             )
         metrics = {
-            "train_records": train_stats.records - train_stats.bad,
+            "train_records": train_stats.usable,
             "train_bad_records": train_stats.bad,
+            "train_records_without_target": train_stats.missing_target,
             "train_seconds_this_attempt": round(train_seconds, 3),
             "epochs": args.epochs,
         }
         if eval_ds is not None:
             result = model.evaluate(eval_ds, verbose=0, return_dict=True)
             metrics.update({k: float(v) for k, v in result.items()})
-            metrics["eval_records"] = eval_stats.records - eval_stats.bad
+            metrics["eval_records"] = eval_stats.usable
             metrics["eval_bad_records"] = eval_stats.bad
+            metrics["eval_records_without_target"] = eval_stats.missing_target
         log.info("final evaluation: %s", json.dumps(metrics), extra={"json_fields": metrics})
         history = dict(sync.history)
         history["metrics"] = checkpoints.per_metric(sync.history)
