@@ -139,10 +139,14 @@ def write_dataset(
     eval_fraction: float = 0.2,
     gzip: bool = False,
     seed: int = 0,
+    schema: Schema | None = None,
 ) -> DatasetInfo:
     """Write ``train``/``eval`` TFRecord shards and ``schema.json`` to ``output_dir``.
 
     Rows are shuffled with ``seed`` before the split, so the eval split is a fair held-out set.
+    Without ``schema`` it is made from the arrays (:func:`schema_of_arrays`); with one (a
+    table's, from :mod:`trainer.tabular`) ``features`` are keyed by its feature names and
+    ``labels`` already encoded.
 
     Example:
         >>> write_dataset({"pixels": x}, y, "gs://b/digits", num_shards=4)  # doctest: +SKIP
@@ -154,7 +158,9 @@ def write_dataset(
         raise BadInputError("every feature column must have as many rows as the labels")
     if not 0 <= eval_fraction < 1:
         raise UsageError("--eval-fraction must be in [0, 1)")
-    schema, labels = schema_of_arrays(features, labels, task, label_name)
+    if schema is None:
+        schema, labels = schema_of_arrays(features, labels, task, label_name)
+    label_name = schema.label.name
     order = np.random.default_rng(seed).permutation(n)
     n_eval = int(round(n * eval_fraction))
     splits = {"eval": order[:n_eval], "train": order[n_eval:]} if n_eval else {"train": order}
@@ -204,7 +210,7 @@ def resolve_files(patterns: str | list[str], what: str = "--train-files") -> lis
         matched = storage.glob(pattern) if any(c in pattern for c in "*?[") else None
         if matched is None:
             if storage.exists(pattern) and storage.list_dir(pattern):
-                matched = [f for f in storage.list_files(pattern) if _format_of(f)]
+                matched = [f for f in storage.list_files(pattern) if format_of(f)]
             elif storage.exists(pattern):
                 matched = [pattern]
             else:
@@ -222,7 +228,7 @@ def _is_side_file(path: str) -> bool:
     return name == SCHEMA_FILE or name.startswith(("_", "."))
 
 
-def _format_of(path: str) -> str | None:
+def format_of(path: str) -> str | None:
     """``tfrecord``, ``csv`` or ``jsonl`` from a file's name (``.gz`` allowed), else None."""
     name = path.lower()
     if name.endswith(".gz"):
@@ -284,7 +290,7 @@ def stage_sources(
     fmt = _data_format(data_format)
     formats = []
     for f in files:
-        file_fmt = fmt or _format_of(f)
+        file_fmt = fmt or format_of(f)
         if file_fmt is None:
             raise BadInputError(
                 f"{f}: unknown file type; name it .csv, .jsonl or .tfrecord (each optionally "

@@ -32,6 +32,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
 import io
@@ -46,7 +47,7 @@ from typing import Any
 
 import numpy as np
 
-from jobcommon.errors import BadInputError, UsageError
+from jobcommon.errors import BadInputError
 from jobcommon.schema import Feature, Schema
 
 log = logging.getLogger(__name__)
@@ -131,26 +132,12 @@ def _open_text(src: Source) -> io.TextIOWrapper:
     return io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
 
 
-def iter_rows(src: Source, skip_bad: bool, stats: TableStats) -> Iterator[tuple[int, dict]]:
-    """``(line number, {column: raw value})`` for each row of one file.
-
-    A row with the wrong number of fields (CSV) or that is not a JSON object is named in a
-    BadInputError, or counted in ``stats.bad`` and skipped with ``skip_bad``.
-    """
+@contextlib.contextmanager
+def _reading(src: Source) -> Iterator[io.TextIOWrapper]:
+    """The file as text; undecodable text, damaged gzip or CSV become one BadInputError."""
     try:
         with _open_text(src) as text:
-            rows = _csv_rows(src, text) if src.fmt == "csv" else _json_rows(src, text)
-            for lineno, row in rows:
-                if isinstance(row, _BadRow):
-                    stats.records += 1
-                    if not skip_bad:
-                        raise BadInputError(
-                            f"{src.uri} line {lineno}: {row}; fix the row or pass "
-                            "--skip-bad-records to skip such rows"
-                        )
-                    stats.bad += 1
-                    continue
-                yield lineno, row
+            yield text
     except UnicodeDecodeError as exc:
         raise BadInputError(
             f"{src.uri} is not UTF-8 text ({exc.reason} at byte {exc.start}); save it as "
@@ -161,18 +148,34 @@ def iter_rows(src: Source, skip_bad: bool, stats: TableStats) -> Iterator[tuple[
             f"{src.uri} is a damaged gzip file ({exc or type(exc).__name__}); write it again"
         ) from exc
     except csv.Error as exc:
-        raise BadInputError(f"{src.uri} is not valid CSV ({exc}); check quoting") from exc
+        raise BadInputError(f"{src.uri} is not valid CSV ({exc}); check its quoting") from exc
+
+
+def iter_rows(src: Source, skip_bad: bool, stats: TableStats) -> Iterator[tuple[int, dict]]:
+    """``(line number, {column: raw value})`` for each row of one file.
+
+    A row with the wrong number of fields (CSV) or that is not a JSON object is named in a
+    BadInputError, or counted in ``stats.bad`` and skipped with ``skip_bad``.
+    """
+    with _reading(src) as text:
+        rows = _csv_rows(src, text) if src.fmt == "csv" else _json_rows(src, text)
+        for lineno, row in rows:
+            if isinstance(row, _BadRow):
+                stats.records += 1
+                if not skip_bad:
+                    raise BadInputError(
+                        f"{src.uri} line {lineno}: {row}; fix the row or pass "
+                        "--skip-bad-records to skip such rows"
+                    )
+                stats.bad += 1
+                continue
+            yield lineno, row
 
 
 def csv_header(src: Source) -> list[str]:
     """The column names of a CSV file (its first row)."""
-    try:
-        with _open_text(src) as text:
-            header = next(csv.reader(text), None)
-    except UnicodeDecodeError as exc:
-        raise BadInputError(f"{src.uri} is not UTF-8 text; save it as UTF-8") from exc
-    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
-        raise BadInputError(f"{src.uri} is a damaged gzip file; write it again") from exc
+    with _reading(src) as text:
+        header = next(csv.reader(text), None)
     if not header:
         raise BadInputError(f"{src.uri} is empty: a CSV file needs a header row")
     return header
@@ -358,6 +361,7 @@ def infer_schema(
         if file_columns is not None:
             if columns is None:
                 columns = file_columns
+                _check_target(target_column, columns, src.uri)  # before reading every row
             elif set(file_columns) != set(columns):
                 raise BadInputError(
                     f"{src.uri} has columns {file_columns} but {sources[0].uri} has {columns}; "
@@ -411,8 +415,8 @@ def infer_schema(
 def _check_target(target: str, names: list[str], uri: str) -> None:
     if target not in names:
         shown = [n for n in names if n not in PANDAS_INDEX_HEADERS]
-        raise UsageError(
-            f"--target-column {target!r} is not a column of {uri}; its columns are {shown}"
+        raise BadInputError(
+            f"{uri} has no column {target!r}: pass --target-column with one of its columns {shown}"
         )
 
 
