@@ -271,11 +271,13 @@ def test_vertex_variables_choose_data_and_outputs(gcs, tmp_path):
     )
     proc = run_task(["--epochs", "1", "--hidden-units", "16"], env)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    assert exports.latest_export(f"{bucket}/out/model/keras_export").startswith(bucket)
+    # The SavedModel sits at the root of AIP_MODEL_DIR, where Model.upload's artifactUri points.
+    assert exports.latest_export(f"{bucket}/out/model") == f"{bucket}/out/model"
+    assert storage.exists(f"{bucket}/out/model/saved_model.pb")
     assert storage.exists(f"{bucket}/out/checkpoints/LATEST")
     assert storage.glob(f"{bucket}/out/logs/train/events.out.tfevents.*")
     first = json.loads(proc.stdout.splitlines()[0])
     assert first["logging.googleapis.com/labels"]["job_id"] == "job-123"
     assert first["severity"] == "INFO"
-    assert read_text(tmp_path / "m").count("\n") == 1
+    assert not os.path.exists(tmp_path / "m")  # not a tuning trial: no hypertune file
     assert sys.executable  # the child used this interpreter (see trainer_helpers.task_cmd)

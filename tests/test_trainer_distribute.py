@@ -12,7 +12,7 @@ from trainer_helpers import REPO, child_env, epoch_records, new_bucket, task_cmd
 from jobcommon import storage
 from jobcommon.errors import UsageError
 from jobcommon.localgcs import free_port
-from trainer.distribute import Cluster, cluster_spec_to_tf_config, keras_tuner_env
+from trainer.vertex_cluster import Cluster, cluster_spec_to_tf_config, keras_tuner_env, process_env
 
 SPEC = {
     "cluster": {
@@ -37,11 +37,11 @@ def test_cluster_spec_becomes_tf_config():
 
 def test_roles_and_chief():
     env = {"CLUSTER_SPEC": json.dumps(SPEC)}
-    worker = Cluster.from_env(env, export=False)
+    worker = Cluster.from_env(env)
     assert (worker.task_type, worker.task_index, worker.num_workers) == ("worker", 1, 3)
     assert not worker.is_chief
     primary = dict(SPEC, task={"type": "workerpool0", "index": 0})
-    assert Cluster.from_env({"CLUSTER_SPEC": json.dumps(primary)}, export=False).is_chief
+    assert Cluster.from_env({"CLUSTER_SPEC": json.dumps(primary)}).is_chief
     # Without a chief, worker 0 leads; with no config at all the lone process does.
     no_chief = {"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 0}}
     assert Cluster.from_env({"TF_CONFIG": json.dumps(no_chief)}).is_chief
@@ -58,14 +58,29 @@ def test_bad_cluster_config_is_a_clear_error():
 
 def test_keras_tuner_variables_from_cluster_spec():
     env = {"CLUSTER_SPEC": json.dumps(SPEC)}
-    assert keras_tuner_env(env) == {
+    assert keras_tuner_env(Cluster.from_env(env)) == {
         "KERASTUNER_TUNER_ID": "tuner-worker-1",
         "KERASTUNER_ORACLE_IP": "primary",
         "KERASTUNER_ORACLE_PORT": "2222",
     }
-    primary = dict(SPEC, task={"type": "workerpool0", "index": 0})
-    assert keras_tuner_env({"CLUSTER_SPEC": json.dumps(primary)})["KERASTUNER_TUNER_ID"] == "chief"
-    assert keras_tuner_env({}) == {}
+    primary = {"CLUSTER_SPEC": json.dumps(dict(SPEC, task={"type": "workerpool0", "index": 0}))}
+    assert keras_tuner_env(Cluster.from_env(primary))["KERASTUNER_TUNER_ID"] == "chief"
+    assert keras_tuner_env(Cluster.from_env({})) == {}
+
+
+def test_environment_written_for_tensorflow_and_keras_tuner():
+    env = {"CLUSTER_SPEC": json.dumps(SPEC)}
+    # Only a search sets KERASTUNER_*; TF_CONFIG comes from CLUSTER_SPEC for several workers.
+    written = process_env(Cluster.from_env(env), env, tuning=False)
+    assert set(written) == {"TF_CONFIG"}
+    assert json.loads(written["TF_CONFIG"]) == cluster_spec_to_tf_config(SPEC)
+    tuning = process_env(Cluster.from_env(env), env, tuning=True)
+    assert tuning["KERASTUNER_TUNER_ID"] == "tuner-worker-1"
+    # Variables already set by the platform win; TF_CONFIG given directly is not rewritten.
+    preset = dict(env, KERASTUNER_TUNER_ID="tuner-x")
+    assert "KERASTUNER_TUNER_ID" not in process_env(Cluster.from_env(preset), preset, True)
+    tf_config = {"TF_CONFIG": json.dumps(cluster_spec_to_tf_config(SPEC))}
+    assert process_env(Cluster.from_env(tf_config), tf_config, tuning=False) == {}
 
 
 def test_two_workers_train_together_and_only_the_chief_exports(gcs, tmp_path):
@@ -87,6 +102,7 @@ def test_two_workers_train_together_and_only_the_chief_exports(gcs, tmp_path):
             gcs.env(),
             TF_CONFIG=json.dumps(tf_config),
             TMPDIR=str(tmpdirs[role]),
+            CLOUD_ML_TRIAL_ID="1",
             CLOUD_ML_HP_METRIC_FILE=str(tmp_path / role / "hp" / "out.metrics"),
         )
         procs[role] = subprocess.Popen(
@@ -111,7 +127,8 @@ def test_two_workers_train_together_and_only_the_chief_exports(gcs, tmp_path):
     assert [r["loss"] for r in chief_epochs] == pytest.approx([r["loss"] for r in worker_epochs])
     assert "MultiWorkerMirroredStrategy over 2 workers" in out["chief"][0]
 
-    exports = storage.list_dir(f"{bucket}/job/keras_export")
+    # A tuning-service trial: outputs below <job-dir>/<trial>/, the metric file on the chief.
+    exports = storage.list_dir(f"{bucket}/job/1/keras_export")
     assert len(exports) == 1
     assert storage.exists(exports[0] + "/saved_model.pb")
     assert "exported the model" in out["chief"][0]

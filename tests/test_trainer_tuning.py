@@ -59,6 +59,8 @@ def test_two_tuning_service_trials_report_and_write_under_their_trial_dirs(gcs, 
             }
             assert rec["trial"] == trial and rec["global_step"] == str(step)
             assert isinstance(rec["timestamp"], float) and isinstance(rec["val_accuracy"], str)
+            assert rec["checkpoint_path"] == ""
+            assert 0 <= float(rec["val_accuracy"]) <= 1
         last = float(json.loads(lines[-1])["val_accuracy"])
         assert abs(last - result.metrics["accuracy"]) < 1e-6
         assert storage.exists(f"{bucket}/hp/{trial}/checkpoints/DONE.json")
@@ -96,7 +98,7 @@ def test_keras_tuner_search_resumes_after_a_kill_without_redoing_finished_trials
         "4",
     ]
     env = child_env(gcs.env(), CLOUD_ML_HP_METRIC_FILE=str(tmp_path / "m"))
-    search_dir = f"{bucket}/kt/tuner/search"
+    search_dir = f"{bucket}/kt/checkpoints/tuner/search"
     first = subprocess.Popen(task_cmd(*args), env=env, cwd=REPO, stdout=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 180
@@ -128,7 +130,7 @@ def test_keras_tuner_search_resumes_after_a_kill_without_redoing_finished_trials
     rerun = {r["trial_id"] for r in runs if r["attempt"] == attempts[1]}
     assert rerun and not rerun & set(done_before)
 
-    best = json.loads(storage.read_text(f"{bucket}/kt/tuner/best_hyperparameters.json"))
+    best = json.loads(storage.read_text(f"{bucket}/kt/checkpoints/tuner/best_hyperparameters.json"))
     assert best["score"] == max(done_after.values())
     export = exports.latest_export(f"{bucket}/kt/keras_export")
     used = json.loads(storage.read_text(export + "/hyperparameters.json"))
@@ -157,7 +159,9 @@ def test_other_keras_tuner_algorithms_search_and_export(tuner, tmp_path):
     result = task.run(
         task.build_parser().parse_args(argv), env={"CLOUD_ML_HP_METRIC_FILE": str(tmp_path / "m")}
     )
-    best = json.loads(read_text(tmp_path / "job" / "tuner" / "best_hyperparameters.json"))
+    best = json.loads(
+        read_text(tmp_path / "job" / "checkpoints" / "tuner" / "best_hyperparameters.json")
+    )
     assert best["objective"] == "val_accuracy" and best["trials"] >= 2
     assert set(best["hyperparameters"]) >= {"learning_rate", "hidden_units", "dropout"}
     assert result.export_path and result.metrics["eval_records"] == 359

@@ -3,7 +3,10 @@
 Layout (see :mod:`jobcommon.exports`): ``<job-dir>/keras_export/<UTC timestamp>/`` holding a
 SavedModel at the top, plus ``model.keras``, ``schema.json`` and reports (``history.json``,
 ``metrics.json``, ``training.png``). The marker ``_EXPORT_COMPLETE`` is written last, so
-:func:`jobcommon.exports.latest_export` never picks an export still being uploaded.
+:func:`jobcommon.exports.latest_export` never picks an export still being uploaded. On Vertex
+AI (``AIP_MODEL_DIR``, no ``--job-dir``) the same files go straight into ``AIP_MODEL_DIR``,
+where ``Model.upload``'s ``artifactUri`` points; there ``saved_model.pb`` and then the marker
+are uploaded last.
 
 Signature contract of the SavedModel (``tf.saved_model.load(path).signatures[name]``):
 
@@ -41,6 +44,7 @@ import tensorflow as tf
 
 from jobcommon import exports, storage
 from jobcommon.schema import SCHEMA_FILE, Feature, Schema
+from trainer.models import model_inputs
 
 log = logging.getLogger(__name__)
 
@@ -67,24 +71,6 @@ def feature_spec(schema: Schema, with_label: bool = False) -> dict[str, tf.io.Fi
 def _missing(f: Feature) -> float | None:
     """A scalar numeric feature with a training mean may be absent: NaN, imputed by the model."""
     return float("nan") if f.mean is not None and not f.shape else None
-
-
-def model_inputs(model: keras.Model, schema: Schema, features: dict[str, tf.Tensor]):
-    """What to pass to ``model``: the feature dict, or the lone tensor for one-input models.
-
-    Built-in models take a dict keyed by feature name; a user's model with a single plain
-    input gets the one feature tensor.
-    """
-    if len(schema.features) == 1 and not takes_dict(model):
-        return features[schema.features[0].input_name]
-    return features
-
-
-def takes_dict(model: keras.Model) -> bool:
-    try:
-        return isinstance(model._inputs_struct, dict)  # functional models
-    except AttributeError:
-        return True
 
 
 def _outputs(raw: tf.Tensor, schema: Schema) -> dict[str, tf.Tensor]:
@@ -156,8 +142,11 @@ def stage_export(
     return local_dir
 
 
-def upload_export(local_dir: str, job_dir: str) -> str:
-    """Copy a staged export to ``<job_dir>/keras_export/<timestamp>/``, marker last."""
+def upload_export(local_dir: str, job_dir: str, at_root: bool = False) -> str:
+    """Copy a staged export to ``<job_dir>/keras_export/<timestamp>/`` (or, ``at_root``,
+    into ``job_dir`` itself), marker last."""
+    if at_root:
+        return _upload_at_root(local_dir, job_dir.rstrip("/"))
     base = storage.join(job_dir, EXPORT_SUBDIR)
     name = exports.new_export_name()
     # Two exports in the same second would share a name: never overwrite a finished one.
@@ -166,6 +155,20 @@ def upload_export(local_dir: str, job_dir: str) -> str:
     target = storage.join(base, name)
     storage.copy_tree(local_dir, target)
     storage.write_text(storage.join(target, exports.EXPORT_MARKER), name + "\n")
+    log.info("exported the model to %s", target)
+    return target
+
+
+def _upload_at_root(local_dir: str, target: str) -> str:
+    # saved_model.pb after the variables and assets it refers to, the marker after it.
+    pb = os.path.join(local_dir, exports.SAVED_MODEL_FILE)
+    for path in storage.list_files(local_dir):
+        if path != pb:
+            storage.upload_file(path, storage.join(target, os.path.relpath(path, local_dir)))
+    storage.upload_file(pb, storage.join(target, exports.SAVED_MODEL_FILE))
+    storage.write_text(
+        storage.join(target, exports.EXPORT_MARKER), exports.new_export_name() + "\n"
+    )
     log.info("exported the model to %s", target)
     return target
 

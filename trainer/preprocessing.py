@@ -95,9 +95,12 @@ def concatenated(schema: Schema, inputs: dict[str, keras.KerasTensor]) -> keras.
 
 def regression_output(x: keras.KerasTensor, schema: Schema) -> keras.KerasTensor:
     """The regression head: Dense units, scaled back to the target's training mean and std."""
-    y = keras.layers.Dense(max(1, schema.label.size), name="predictions")(x)
+    # float32 also under mixed precision, as the classification head.
+    y = keras.layers.Dense(max(1, schema.label.size), name="predictions", dtype="float32")(x)
     label = schema.label
     if isinstance(label.mean, int | float) and isinstance(label.variance, int | float):
         std = math.sqrt(label.variance) or 1.0
-        y = keras.layers.Rescaling(scale=std, offset=label.mean, name="target_scale")(y)
+        y = keras.layers.Rescaling(
+            scale=std, offset=label.mean, name="target_scale", dtype="float32"
+        )(y)
     return y

@@ -1,17 +1,18 @@
 """``python -m trainer.task``: train a Keras model as a Vertex AI / AI Platform custom job.
 
-Locally and in the cloud it is the same command::
+The flags, their defaults and checks, and what the platform's environment says are in
+:mod:`trainer.options` (``python -m trainer.task --help``). A run is a few named steps:
 
-    python -m trainer.task --job-dir gs://demo/jobs/run1 \\
-        --train-files 'gs://demo/digits/train-*' --eval-files 'gs://demo/digits/eval-*' \\
-        --epochs 10 --batch-size 128 --hidden-units 512 --learning-rate 0.001
+1. :func:`prepare_outputs`: resolve the output locations and check each is writable;
+2. :func:`finished_job`: a rerun of a finished job returns its record without training;
+3. :func:`choose_strategy`: start TensorFlow and pick the ``tf.distribute`` strategy;
+4. :func:`load_data`: the schema and the batched train / eval datasets;
+5. optionally :func:`trainer.tuning.search`, then :func:`build_model`;
+6. :func:`make_callbacks` and :func:`fit`, with :func:`check_finite` after it;
+7. :func:`evaluate` and :func:`export_run`.
 
-Where outputs go: ``--job-dir`` (legacy AI Platform), else Vertex's ``AIP_MODEL_DIR`` /
-``AIP_CHECKPOINT_DIR`` / ``AIP_TENSORBOARD_LOG_DIR``. A tuning-service trial
-(``CLOUD_ML_TRIAL_ID``) with ``--job-dir`` writes below ``<job-dir>/<trial id>/``.
-Data comes from ``--train-files`` / ``--eval-files`` or ``AIP_TRAINING_DATA_URI`` /
-``AIP_VALIDATION_DATA_URI``. A restarted replica resumes from its last completed epoch;
-a finished job is not trained again.
+TensorFlow, Keras and keras-tuner are imported by the steps that need them, so ``--help``
+and flag errors come back without loading them.
 """
 
 from __future__ import annotations
@@ -28,156 +29,18 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
-from jobcommon import cli, storage
-from jobcommon.errors import BadInputError, UsageError
-from jobcommon.logs import add_logging_flags, setup_logging
-from trainer.distribute import Cluster
-from trainer.models import MODELS, OPTIMIZERS, HParams, parse_hidden_units
+from jobcommon import cli, clock, storage
+from jobcommon.errors import BadInputError, UsageError, first_line
+from jobcommon.logs import setup_logging
+from jobcommon.schema import Schema
+from trainer import models, options
+from trainer.options import Dirs, TrainerOptions, build_parser
+
+__all__ = ["RunResult", "build_parser", "main", "run"]
 
 log = logging.getLogger("trainer")
-
-# Flags that do not change what is trained: a rerun differing only in these is the same job.
-_NOT_JOB_IDENTITY = {"log_format", "log_level", "scratch_dir"}
-
-
-def _add(parser: argparse.ArgumentParser, flag: str, *aliases: str, **kwargs) -> None:
-    """Add ``--a-b`` and its ``--a_b`` spelling (tuning services pass parameter ids as flags)."""
-    names = [flag, *aliases]
-    if "-" in flag[2:]:
-        names.append("--" + flag[2:].replace("-", "_"))
-    parser.add_argument(*names, **kwargs)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m trainer.task",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    where = p.add_argument_group("where")
-    _add(
-        where,
-        "--job-dir",
-        help="output base: exports, checkpoints/, logs/ (local or gs://); "
-        "default: AIP_MODEL_DIR and friends",
-    )
-    _add(
-        where,
-        "--train-files",
-        help="comma-separated globs of training files "
-        "(.tfrecord[.gz], .csv, .jsonl; local or gs://); default: AIP_TRAINING_DATA_URI",
-    )
-    _add(
-        where,
-        "--eval-files",
-        help="globs of evaluation files; default: AIP_VALIDATION_DATA_URI; none = no validation",
-    )
-    _add(
-        where,
-        "--schema-file",
-        help="schema.json; default: schema.json beside the first training file, else one "
-        "inferred from the CSV/JSON-lines columns (written into the export)",
-    )
-    _add(
-        where,
-        "--target-column",
-        "--label",
-        help="the column to predict when the schema is inferred (default: a column named "
-        "label or target)",
-    )
-    _add(where, "--scratch-dir", help="local working directory (default: a temporary one)")
-    hp = p.add_argument_group("hyperparameters")
-    _add(hp, "--learning-rate", type=float, default=1e-3, help="default: %(default)s")
-    _add(hp, "--batch-size", type=int, default=128, help="global batch size (default: %(default)s)")
-    hp.add_argument("--epochs", type=int, default=10, help="default: %(default)s")
-    _add(
-        hp,
-        "--hidden-units",
-        default="512",
-        help="dense layer sizes, e.g. 512 or 256,128 (default: %(default)s)",
-    )
-    hp.add_argument("--dropout", type=float, default=0.0, help="default: %(default)s")
-    hp.add_argument(
-        "--optimizer", choices=OPTIMIZERS, default="rmsprop", help="default: %(default)s"
-    )
-    model = p.add_argument_group("model")
-    model.add_argument("--model", choices=MODELS, default="mlp", help="default: %(default)s")
-    _add(model, "--model-module", help="a module with build_model(hp, schema) -> keras.Model")
-    model.add_argument(
-        "--task",
-        choices=["classification", "regression"],
-        help="must match the schema's task (default: the schema's)",
-    )
-    _add(
-        model,
-        "--skip-bad-records",
-        action="store_true",
-        help="skip (and count) records that do not match the schema instead of failing",
-    )
-    model.add_argument("--seed", type=int, help="random seed for repeatable runs")
-    tune = p.add_argument_group("tuning")
-    _add(
-        tune,
-        "--hypertune-metric",
-        help="objective reported to the tuning service after "
-        "each epoch (default: val_accuracy, or val_loss for regression)",
-    )
-    tune.add_argument(
-        "--tune",
-        choices=["random", "bayesian", "hyperband"],
-        help="run a keras-tuner search first, then train the best model",
-    )
-    _add(
-        tune, "--max-trials", type=int, default=10, help="keras-tuner trials (default: %(default)s)"
-    )
-    _add(tune, "--tune-objective", help="keras-tuner objective (default: as --hypertune-metric)")
-    add_logging_flags(p)
-    return p
-
-
-@dataclass
-class Dirs:
-    model_dir: str
-    checkpoint_dir: str
-    tensorboard_dir: str
-
-
-def resolve_dirs(job_dir: str | None, env: Mapping[str, str]) -> Dirs:
-    """Output locations from ``--job-dir`` or Vertex's ``AIP_*`` variables."""
-    if job_dir:
-        base = job_dir.rstrip("/")
-        if env.get("CLOUD_ML_TRIAL_ID"):
-            base = storage.join(base, env["CLOUD_ML_TRIAL_ID"])
-        dirs = Dirs(base, storage.join(base, "checkpoints"), storage.join(base, "logs"))
-    elif env.get("AIP_MODEL_DIR"):
-        base = env["AIP_MODEL_DIR"].rstrip("/")
-        parent = base.rsplit("/", 1)[0] if "/" in base else base
-        dirs = Dirs(base, storage.join(parent, "checkpoints"), storage.join(parent, "logs"))
-    else:
-        raise UsageError(
-            "no output location: pass --job-dir gs://BUCKET/PATH (or a local directory), or run "
-            "as a Vertex AI custom job with a base output directory (sets AIP_MODEL_DIR)"
-        )
-    dirs.checkpoint_dir = (env.get("AIP_CHECKPOINT_DIR") or dirs.checkpoint_dir).rstrip("/")
-    dirs.tensorboard_dir = (env.get("AIP_TENSORBOARD_LOG_DIR") or dirs.tensorboard_dir).rstrip("/")
-    for d in (dirs.model_dir, dirs.checkpoint_dir, dirs.tensorboard_dir):
-        storage.validate(d)
-    return dirs
-
-
-def hparams_from_args(args) -> HParams:
-    return HParams(
-        model=args.model,
-        learning_rate=args.learning_rate,
-        hidden_units=parse_hidden_units(args.hidden_units),
-        dropout=args.dropout,
-        optimizer=args.optimizer,
-    )
-
-
-def job_identity(args) -> dict:
-    return {k: v for k, v in sorted(vars(args).items()) if k not in _NOT_JOB_IDENTITY}
 
 
 @dataclass
@@ -191,221 +54,333 @@ class RunResult:
     skipped: bool = False
 
 
-def _check_args(args) -> None:
-    if args.epochs < 1 or args.batch_size < 1:
-        raise UsageError("--epochs and --batch-size must be at least 1")
-    if not 0 <= args.dropout < 1:
-        raise UsageError("--dropout must be in [0, 1)")
-    if args.learning_rate <= 0:
-        raise UsageError("--learning-rate must be positive")
-    parse_hidden_units(args.hidden_units)
+@dataclass
+class TrainingData:
+    """The schema and the batched datasets a run trains and evaluates on."""
+
+    schema: Schema
+    train: Any
+    train_stats: Any
+    eval: Any = None
+    eval_stats: Any = None
 
 
-def run(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> RunResult:
-    """Train (resuming if a backup exists), evaluate and export; see the module docstring.
+def prepare_outputs(opts: TrainerOptions) -> Dirs:
+    """The output locations, each checked writable (bucket exists, access granted) now.
 
-    Example:
-        >>> run(build_parser().parse_args(["--job-dir", "/tmp/j", "--train-files",
-        ...     "/data/train-*"]))  # doctest: +SKIP
+    A missing bucket or a denied write is one clear error before any data is read, instead
+    of a failure after the first epoch. Only the chief writes, so only the chief checks.
     """
-    env = os.environ if env is None else env
-    _check_args(args)
-    cluster = Cluster.from_env(env)
-    dirs = resolve_dirs(args.job_dir, env)
-    train_patterns = args.train_files or env.get("AIP_TRAINING_DATA_URI")
-    if not train_patterns:
-        raise UsageError("no training data: pass --train-files (or set AIP_TRAINING_DATA_URI)")
-    eval_patterns = args.eval_files or env.get("AIP_VALIDATION_DATA_URI")
-    identity = job_identity(args)
+    dirs = opts.dirs()
+    if opts.vertex.cluster.is_chief:
+        for d in dict.fromkeys((dirs.model_dir, dirs.checkpoint_dir, dirs.tensorboard_dir)):
+            probe = storage.join(d, f".write-check-{uuid.uuid4().hex[:8]}")
+            storage.write_text(probe, "")
+            storage.delete(probe)
+    return dirs
 
+
+def finished_job(opts: TrainerOptions, dirs: Dirs) -> RunResult | None:
+    """The record of this job if it already finished (same flags), else None."""
     from trainer import checkpoints
 
     done = checkpoints.read_done(dirs.checkpoint_dir)
-    if done is not None:
-        if done.get("args") != identity:
-            raise UsageError(
-                f"{dirs.checkpoint_dir} holds a finished job with other arguments; use a new "
-                "--job-dir (or delete that one) to train again"
-            )
-        log.info("this job already finished; its export is %s", done.get("export"))
-        return RunResult(done.get("export"), done.get("metrics", {}), skipped=True)
+    if done is None:
+        return None
+    if done.get("args") != opts.identity():
+        raise UsageError(
+            f"{dirs.checkpoint_dir} holds a finished job with other arguments; use a new "
+            "--job-dir (or delete that one) to train again"
+        )
+    log.info("this job already finished; its export is %s", done.get("export"))
+    return RunResult(done.get("export"), done.get("metrics", {}), skipped=True)
 
-    if args.tune and cluster.num_workers > 1:
-        # A distributed search runs independent trials per replica (keras-tuner's own
-        # distribution), not one synchronous multi-worker model.
+
+def choose_strategy(opts: TrainerOptions):
+    """Start TensorFlow quietly and pick the strategy; returns it and the training cluster.
+
+    A distributed search runs independent trials per replica (keras-tuner's own
+    distribution), not one synchronous multi-worker model: then each replica trains alone.
+    """
+    from trainer import tf_runtime
+    from trainer.distribute import strategy_for
+    from trainer.vertex_cluster import Cluster
+
+    gpus = tf_runtime.start()
+    tf_runtime.set_mixed_precision(opts.mixed_precision)
+    cluster = opts.vertex.cluster
+    if opts.tune and cluster.num_workers > 1:
         import tensorflow as tf
 
-        strategy = tf.distribute.get_strategy()
-        cluster_for_training = Cluster()
-    else:
-        strategy = cluster.strategy()  # before other TF work: multi-worker needs that
-        cluster_for_training = cluster
+        return tf.distribute.get_strategy(), Cluster()
+    # Before other TF work: MultiWorkerMirroredStrategy needs that.
+    return strategy_for(cluster, gpus), cluster
 
+
+def load_data(opts: TrainerOptions, scratch: str) -> TrainingData:
+    """The schema (found or inferred) and the batched train (and eval) datasets, files
+    staged below ``scratch`` (see :func:`trainer.data.load_tabular`)."""
+    from trainer import data
+
+    loaded = data.load_tabular(
+        opts.train_patterns,
+        opts.eval_patterns,
+        data_format=None if opts.train_files else opts.vertex.data_format,
+        target_column=opts.target_column,
+        schema_file=opts.schema_file,
+        task=opts.task,
+        batch_size=opts.batch_size,
+        skip_bad_records=opts.skip_bad_records,
+        seed=opts.seed,
+        staging_dir=os.path.join(scratch, "data"),
+    )
+    return TrainingData(
+        loaded.schema, loaded.train, loaded.train_stats, loaded.eval, loaded.eval_stats
+    )
+
+
+def objective(opts: TrainerOptions, data: TrainingData) -> str:
+    """The epoch metric reported to the tuning service and watched by early stopping."""
+    return models.TASKS[data.schema.task].objective(data.eval is not None, opts.hypertune_metric)
+
+
+def build_model(opts: TrainerOptions, hp, data: TrainingData, strategy, cluster):
+    """Build the model in the strategy's scope and give it its input structure.
+
+    A user's model that takes one plain tensor is fed the lone feature, not a one-key dict.
+    """
+    with strategy.scope():
+        model = models.build(hp, data.schema, opts.model_module, compile_as=opts.hparams())
+    if not models.takes_dict(model, data.schema):
+        name = data.schema.features[0].input_name
+        data.train = data.train.map(lambda x, y: (x[name], y))
+        if data.eval is not None:
+            data.eval = data.eval.map(lambda x, y: (x[name], y))
+    if cluster.num_workers > 1:
+        from trainer.distribute import patch_keras_multi_worker
+
+        patch_keras_multi_worker(model)
+    return model
+
+
+def class_weights(opts: TrainerOptions, data: TrainingData) -> dict[int, float] | None:
+    """``--class-weight balanced``: n_samples / (n_classes * count), as scikit-learn's."""
+    if not opts.class_weight:
+        return None
+    schema = data.schema
+    if schema.task != "classification":
+        raise UsageError("--class-weight balanced needs a classification task")
+    import numpy as np
+
+    counts = np.zeros(schema.num_classes, np.int64)
+    for _, labels in data.train.take(-1).as_numpy_iterator():
+        counts += np.bincount(np.asarray(labels).reshape(-1), minlength=schema.num_classes)[
+            : schema.num_classes
+        ]
+    total, present = int(counts.sum()), int((counts > 0).sum())
+    weights = {c: (total / (present * int(n)) if n else 1.0) for c, n in enumerate(counts.tolist())}
+    log.info(
+        "class weights (balanced): %s",
+        json.dumps({str(k): round(v, 4) for k, v in weights.items()}),
+    )
+    return weights
+
+
+def make_callbacks(opts: TrainerOptions, dirs: Dirs, metric: str, scratch: str, attempt: str):
+    """Backup and restore, checkpoint upload, NaN stop, reports; returns (callbacks, sync)."""
     import keras
 
-    from trainer import data, hypertune, models, reports
-    from trainer.export import stage_export, takes_dict, upload_export
+    from trainer import checkpoints, reports
 
-    if args.seed is not None:
-        keras.utils.set_random_seed(args.seed)
-    scratch = args.scratch_dir or tempfile.mkdtemp(prefix="trainer-")
+    cluster = opts.vertex.cluster
+    backup_dir = os.path.join(scratch, "backup")
+    checkpoints.restore(dirs.checkpoint_dir, backup_dir)
+    sync = checkpoints.CheckpointSync(
+        backup_dir, dirs.checkpoint_dir if cluster.is_chief else None, attempt
+    )
+    callbacks = [
+        keras.callbacks.BackupAndRestore(backup_dir, delete_checkpoint=False),
+        sync,
+        keras.callbacks.TerminateOnNaN(),
+    ]
+    if opts.early_stopping_patience:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor=metric,
+                mode=models.direction_of(metric),
+                patience=opts.early_stopping_patience,
+                restore_best_weights=True,
+            )
+        )
+    if cluster.is_chief:
+        if opts.in_tuning_trial:
+            from trainer import vertex_hypertune
+
+            writer = vertex_hypertune.HypertuneWriter(
+                opts.vertex.hp_metric_file, opts.vertex.trial_id
+            )
+            callbacks.append(vertex_hypertune.HypertuneReporter(metric, writer))
+        callbacks.append(
+            reports.TensorBoardScalars(os.path.join(scratch, "tensorboard"), dirs.tensorboard_dir)
+        )
+    if not sys.stdout.isatty():
+        callbacks.append(reports.EpochLogger(opts.epochs))
+    return callbacks, sync
+
+
+def fit(opts: TrainerOptions, model, data: TrainingData, callbacks, weights) -> float:
+    """``model.fit``; a data error during training is a BadInputError. Returns the seconds."""
+    import tensorflow as tf
+
+    started = time.monotonic()
+    try:
+        model.fit(
+            data.train,
+            validation_data=data.eval,
+            epochs=opts.epochs,
+            shuffle=False,  # the dataset shuffles itself
+            verbose=1 if sys.stdout.isatty() else 0,
+            callbacks=callbacks,
+            class_weight=weights,
+        )
+    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as exc:
+        raise BadInputError(
+            f"reading {opts.train_patterns} failed during training ({first_line(exc)})"
+        ) from exc
+    return time.monotonic() - started
+
+
+def check_finite(opts: TrainerOptions, history: dict, attempt: str) -> None:
+    """Fail with a hint when this attempt's loss became NaN/inf."""
+    for record in history["epochs"]:
+        loss = record.get("loss")
+        if record["attempt"] == attempt and (loss is None or not math.isfinite(loss)):
+            raise BadInputError(
+                f"training diverged: the loss became NaN/inf in epoch {record['epoch'] + 1}; "
+                f"lower --learning-rate (now {opts.learning_rate}) or check the data for "
+                "NaN/inf values"
+            )
+
+
+def evaluate(opts: TrainerOptions, model, data: TrainingData, history: dict, seconds: float):
+    """The run's metrics: record counts, time, and the final evaluation on the eval split."""
+    stats = data.train_stats
+    metrics = {
+        "train_records": stats.usable,
+        "train_bad_records": stats.bad,
+        "train_records_without_target": stats.missing_target,
+        "train_seconds_this_attempt": round(seconds, 3),
+        "epochs": opts.epochs,
+    }
+    trained = len({r["epoch"] for r in history["epochs"]})
+    if trained < opts.epochs:
+        metrics["epochs_trained"] = trained  # early stopping ended it
+    if data.eval is not None:
+        result = model.evaluate(data.eval, verbose=0, return_dict=True)
+        metrics.update({k: float(v) for k, v in result.items()})
+        metrics["eval_records"] = data.eval_stats.usable
+        metrics["eval_bad_records"] = data.eval_stats.bad
+        metrics["eval_records_without_target"] = data.eval_stats.missing_target
+    log.info("final evaluation: %s", json.dumps(metrics), extra={"json_fields": metrics})
+    return metrics
+
+
+def export_run(opts, model, hp, data: TrainingData, dirs: Dirs, history, metrics, scratch):
+    """Stage the export on every worker (saving may need every replica); the chief uploads
+    it and records the job as finished. Returns the export's path (None off the chief)."""
+    from trainer import checkpoints, reports
+    from trainer.export import stage_export, upload_export
+
+    extras = {
+        "history.json": json.dumps(history, indent=2),
+        "metrics.json": json.dumps(metrics, indent=2),
+        "hyperparameters.json": json.dumps(models.hparams_dict(hp), indent=2),
+        "training.png": reports.plot_history(history["metrics"], title=model.name),
+    }
+    local = stage_export(model, data.schema, os.path.join(scratch, "export"), extras)
+    if not opts.vertex.cluster.is_chief:
+        return None
+    export_path = upload_export(local, dirs.model_dir, at_root=dirs.export_at_root)
+    record = {"export": export_path, "args": opts.identity(), "metrics": metrics}
+    checkpoints.write_done(dirs.checkpoint_dir, {**record, "finished": time.time()})
+    return export_path
+
+
+def train(opts: TrainerOptions, dirs: Dirs, scratch: str) -> RunResult:
+    """Steps 3-7 of the module docstring, in ``scratch``."""
+    from trainer import checkpoints
+
+    strategy, cluster = choose_strategy(opts)
+    if opts.seed is not None:
+        import keras
+
+        keras.utils.set_random_seed(opts.seed)
+    data = load_data(opts, scratch)
+    metric = objective(opts, data)
+    attempt = clock.unique_stamp()
+    hp = opts.hparams()
+    if opts.tune:
+        from trainer import tuning
+
+        hp = tuning.search(opts, data.schema, data.train, data.eval, strategy, scratch, attempt)
+        if hp is None:  # a tuner worker: the primary trains and exports the best model
+            return RunResult(None)
+    model = build_model(opts, hp, data, strategy, cluster)
+    weights = class_weights(opts, data)
+    callbacks, sync = make_callbacks(opts, dirs, metric, scratch, attempt)
+    stats = data.train_stats
+    log.info(
+        "training %s on %d records (%d skipped) for %d epochs, %s, %d worker(s)",
+        model.name,
+        stats.usable,
+        stats.bad + stats.missing_target,
+        opts.epochs,
+        json.dumps(models.hparams_dict(hp)),
+        cluster.num_workers,
+    )
+    seconds = fit(opts, model, data, callbacks, weights)
+    check_finite(opts, sync.history, attempt)
+    history = dict(sync.history)
+    history["metrics"] = checkpoints.per_metric(sync.history)
+    metrics = evaluate(opts, model, data, history, seconds)
+    export_path = export_run(opts, model, hp, data, dirs, history, metrics, scratch)
+    return RunResult(export_path, metrics, history, model)
+
+
+def run(
+    opts: TrainerOptions | argparse.Namespace, env: Mapping[str, str] | None = None
+) -> RunResult:
+    """Train (resuming if a backup exists), evaluate and export; see the module docstring.
+
+    ``opts`` is a :class:`TrainerOptions`, or the flags parsed by :func:`build_parser`
+    together with ``env`` (default ``os.environ``) to read the platform's variables from.
+
+    Example:
+        >>> run(options.parse(["--job-dir", "/tmp/j", "--train-files",
+        ...     "/data/train-*"]))  # doctest: +SKIP
+    """
+    if not isinstance(opts, TrainerOptions):
+        opts = options.from_args(opts, env)
+    # TensorFlow (TF_CONFIG) and keras-tuner (KERASTUNER_*) read these from the process.
+    os.environ.update(opts.vertex.process_env)
+    dirs = prepare_outputs(opts)
+    done = finished_job(opts, dirs)
+    if done is not None:
+        return done
+    scratch = opts.scratch_dir or tempfile.mkdtemp(prefix="trainer-")
     os.makedirs(scratch, exist_ok=True)
     try:
-        loaded = data.load_tabular(
-            train_patterns,
-            eval_patterns,
-            data_format=env.get("AIP_DATA_FORMAT"),
-            target_column=args.target_column,
-            schema_file=args.schema_file,
-            task=args.task,
-            batch_size=args.batch_size,
-            skip_bad_records=args.skip_bad_records,
-            seed=args.seed,
-            staging_dir=os.path.join(scratch, "data"),
-        )
-        schema = loaded.schema
-        train_ds, train_stats, eval_ds, eval_stats = (
-            loaded.train,
-            loaded.train_stats,
-            loaded.eval,
-            loaded.eval_stats,
-        )
-        metric = args.hypertune_metric or (
-            "val_loss" if schema.task == "regression" else "val_accuracy"
-        )
-        if not eval_ds and not args.hypertune_metric:
-            metric = metric[4:]
-        hp = hparams_from_args(args)
-        if args.tune:
-            from trainer import tuning
-
-            hp = tuning.search(args, schema, train_ds, eval_ds, dirs, strategy, cluster, scratch)
-            if hp is None:  # a tuner worker: the primary trains and exports the best model
-                return RunResult(None)
-
-        with strategy.scope():
-            model = models.build(hp, schema, args.model_module)
-        if len(schema.features) == 1 and not takes_dict(model):
-            # A user's single-input model gets the lone tensor, not a one-key dict.
-            name = schema.features[0].input_name
-            train_ds = train_ds.map(lambda x, y: (x[name], y))
-            eval_ds = eval_ds.map(lambda x, y: (x[name], y)) if eval_ds is not None else None
-        if cluster_for_training.num_workers > 1:
-            from trainer.distribute import patch_keras_multi_worker
-
-            patch_keras_multi_worker(model)
-
-        backup_dir = os.path.join(scratch, "backup")
-        checkpoints.restore(dirs.checkpoint_dir, backup_dir)
-        attempt = f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{uuid.uuid4().hex[:6]}"
-        sync = checkpoints.CheckpointSync(
-            backup_dir, dirs.checkpoint_dir if cluster.is_chief else None, attempt
-        )
-        callbacks = [
-            keras.callbacks.BackupAndRestore(backup_dir, delete_checkpoint=False),
-            sync,
-            keras.callbacks.TerminateOnNaN(),
-        ]
-        if cluster.is_chief:
-            writer = hypertune.HypertuneWriter(
-                env.get("CLOUD_ML_HP_METRIC_FILE") or hypertune.DEFAULT_METRIC_FILE,
-                env.get("CLOUD_ML_TRIAL_ID", "0"),
-            )
-            callbacks.append(hypertune.HypertuneReporter(metric, writer))
-            callbacks.append(
-                reports.TensorBoardScalars(
-                    os.path.join(scratch, "tensorboard"), dirs.tensorboard_dir
-                )
-            )
-        on_terminal = sys.stdout.isatty()
-        if not on_terminal:
-            callbacks.append(reports.EpochLogger(args.epochs))
-        log.info(
-            "training %s on %d records (%d skipped) for %d epochs, %s, %d worker(s)",
-            model.name,
-            train_stats.usable,
-            train_stats.bad + train_stats.missing_target,
-            args.epochs,
-            json.dumps(hp.as_dict() if hasattr(hp, "as_dict") else hp.values),
-            cluster_for_training.num_workers,
-        )
-        started = time.monotonic()
-        import tensorflow as tf
-
-        try:
-            model.fit(
-                train_ds,
-                validation_data=eval_ds,
-                epochs=args.epochs,
-                shuffle=False,  # the dataset shuffles itself
-                verbose=1 if on_terminal else 0,
-                callbacks=callbacks,
-            )
-        except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as exc:
-            raise BadInputError(
-                f"reading {train_patterns} failed during training ({exc.message.splitlines()[0]})"
-            ) from exc
-        train_seconds = time.monotonic() - started
-        losses = [r.get("loss") for r in sync.history["epochs"] if r["attempt"] == attempt]
-        if any(v is None or not math.isfinite(v) for v in losses):
-            bad_epoch = next(
-                r["epoch"] + 1
-                for r in sync.history["epochs"]
-                if r["attempt"] == attempt and not math.isfinite(r.get("loss", math.nan))
-            )
-            raise BadInputError(
-                f"training diverged: the loss became NaN/inf in epoch {bad_epoch}; lower "
-                f"--learning-rate (now {args.learning_rate}) or check the data for NaN/inf values"
-            )
-        metrics = {
-            "train_records": train_stats.usable,
-            "train_bad_records": train_stats.bad,
-            "train_records_without_target": train_stats.missing_target,
-            "train_seconds_this_attempt": round(train_seconds, 3),
-            "epochs": args.epochs,
-        }
-        if eval_ds is not None:
-            result = model.evaluate(eval_ds, verbose=0, return_dict=True)
-            metrics.update({k: float(v) for k, v in result.items()})
-            metrics["eval_records"] = eval_stats.usable
-            metrics["eval_bad_records"] = eval_stats.bad
-            metrics["eval_records_without_target"] = eval_stats.missing_target
-        log.info("final evaluation: %s", json.dumps(metrics), extra={"json_fields": metrics})
-        history = dict(sync.history)
-        history["metrics"] = checkpoints.per_metric(sync.history)
-        extras = {
-            "history.json": json.dumps(history, indent=2),
-            "metrics.json": json.dumps(metrics, indent=2),
-            "hyperparameters.json": json.dumps(
-                hp.as_dict() if hasattr(hp, "as_dict") else hp.values, indent=2
-            ),
-            "training.png": reports.plot_history(history["metrics"], title=model.name),
-        }
-        # Every worker saves (saving may involve all replicas); only the chief uploads.
-        local_export = stage_export(model, schema, os.path.join(scratch, "export"), extras)
-        export_path = None
-        if cluster.is_chief:
-            export_path = upload_export(local_export, dirs.model_dir)
-            checkpoints.write_done(
-                dirs.checkpoint_dir,
-                {
-                    "export": export_path,
-                    "args": identity,
-                    "metrics": metrics,
-                    "finished": time.time(),
-                },
-            )
-        return RunResult(export_path, metrics, history, model)
+        return train(opts, dirs, scratch)
     finally:
-        if not args.scratch_dir:
+        if not opts.scratch_dir:
             shutil.rmtree(scratch, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    cluster = Cluster.from_env(export=False)
-    setup_logging("trainer", args.log_level, args.log_format, {"replica": cluster.label})
-    result = run(args)
+    opts = options.parse(argv)
+    labels = {"replica": opts.vertex.cluster.label}
+    setup_logging("trainer", opts.log_level, opts.log_format, labels)
+    result = run(opts)
     if result.export_path:
         print(json.dumps({"export": result.export_path, "metrics": result.metrics}), flush=True)
     return 0

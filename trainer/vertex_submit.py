@@ -1,18 +1,20 @@
 """Build (and optionally send) the Vertex AI request that runs the trainer image.
 
-Prints the request JSON by default (``--dry-run``); ``--submit`` POSTs it to the Vertex AI
+Prints the request JSON and sends nothing by default (or with ``--dry-run``, to say so in a
+script); ``--submit`` POSTs it to the Vertex AI
 REST API (``/v1/projects/P/locations/L/customJobs`` or ``…/hyperparameterTuningJobs`` with
 ``--tune-service``). Arguments after ``--`` go to the trainer as container args.
 
 Example::
 
-    python -m trainer.submit --project my-proj --region us-central1 \\
+    python -m trainer.vertex_submit --project my-proj --region us-central1 \\
         --image-uri us-docker.pkg.dev/my-proj/jobs/trainer:latest \\
         --base-output-dir gs://my-bucket/runs/digits-1 \\
         --machine-type n1-standard-8 --accelerator-type NVIDIA_TESLA_T4 --accelerator-count 1 \\
         --submit -- --train-files 'gs://my-bucket/digits/train-*' --epochs 20
 
-    python -m trainer.submit ... --tune-service --max-trial-count 8 --parallel-trial-count 2 \\
+    python -m trainer.vertex_submit ... --tune-service --max-trial-count 8 \\
+        --parallel-trial-count 2 \\
         --metric val_accuracy --param learning_rate=double:0.0001:0.01:log \\
         --param hidden_units=categorical:128,256,512 -- --train-files ...
 
@@ -31,10 +33,11 @@ import re
 import sys
 
 from jobcommon import cli, storage
-from jobcommon.errors import JobError, NoCredentialsError, UsageError
+from jobcommon.errors import JobError, UsageError
+from jobcommon.gcp_auth import access_token
 from jobcommon.logs import add_logging_flags, setup_logging
 
-log = logging.getLogger("trainer.submit")
+log = logging.getLogger("trainer.vertex_submit")
 
 _NAME_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9_]*$")
 
@@ -148,31 +151,15 @@ def build_request(args, container_args: list[str]) -> tuple[str, dict]:
     return "hyperparameterTuningJobs", body
 
 
-def _token(args) -> str:
-    token = args.access_token or os.environ.get("VERTEX_ACCESS_TOKEN")
-    if token:
-        return token
-    import google.auth
-    import google.auth.exceptions
-    import google.auth.transport.requests
-
-    try:
-        creds, _ = google.auth.default(scopes=["https://www.googleapis.com/auth/cloud-platform"])
-        creds.refresh(google.auth.transport.requests.Request())
-    except google.auth.exceptions.GoogleAuthError as exc:
-        raise NoCredentialsError(f"projects/{args.project}") from exc
-    return creds.token
-
-
-def send(args, collection: str, body: dict) -> dict:
-    """POST the request; returns the created job (its ``name`` identifies it)."""
+def send(args, collection: str, body: dict, token: str) -> dict:
+    """POST the request with ``token``; returns the created job (its ``name`` identifies it)."""
     import requests
 
     endpoint = (args.api_endpoint or f"https://{args.region}-aiplatform.googleapis.com").rstrip("/")
     url = f"{endpoint}/v1/projects/{args.project}/locations/{args.region}/{collection}"
     try:
         resp = requests.post(
-            url, json=body, headers={"Authorization": f"Bearer {_token(args)}"}, timeout=60
+            url, json=body, headers={"Authorization": f"Bearer {token}"}, timeout=60
         )
     except requests.RequestException as exc:
         raise JobError(f"could not reach {url}: {exc}") from exc
@@ -198,7 +185,7 @@ def _error_message(resp) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m trainer.submit",
+        prog="python -m trainer.vertex_submit",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -240,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     send_group = p.add_mutually_exclusive_group()
     send_group.add_argument(
-        "--dry-run", action="store_true", default=True, help="print the request only (default)"
+        "--dry-run", action="store_true", help="print the request and send nothing (the default)"
     )
     send_group.add_argument("--submit", action="store_true", help="send the request")
     p.add_argument("--api-endpoint", help="default: https://REGION-aiplatform.googleapis.com")
@@ -256,15 +243,17 @@ def main(argv: list[str] | None = None) -> int:
         cut = argv.index("--")
         argv, container_args = argv[:cut], argv[cut + 1 :]
     args = build_parser().parse_args(argv)
-    setup_logging("trainer.submit", args.log_level, args.log_format)
+    setup_logging("trainer.vertex_submit", args.log_level, args.log_format)
     for kv in args.env + args.label:
         if "=" not in kv:
             raise UsageError(f"{kv!r}: --env and --label take KEY=VALUE")
     collection, body = build_request(args, container_args)
-    if not args.submit:
+    if args.dry_run or not args.submit:
         print(json.dumps(body, indent=2))
         return 0
-    job = send(args, collection, body)
+    explicit = args.access_token or os.environ.get("VERTEX_ACCESS_TOKEN")
+    token = access_token(f"projects/{args.project}", explicit)
+    job = send(args, collection, body, token)
     log.info("created %s", job.get("name"))
     print(json.dumps(job), flush=True)  # one line: easy to pick out after the log lines
     return 0

@@ -10,9 +10,12 @@ kept, keys sorted, values as strings except ``timestamp`` (a float)::
 This is the format of the ``cloudml-hypertune`` package. We write it ourselves because that
 package has had no release since 2019, is published only as an sdist, and is a few lines.
 
+The trainer writes it only in a tuning-service trial (``CLOUD_ML_TRIAL_ID`` set); the
+file name and the trial id come from :class:`trainer.options.VertexEnv`.
+
 Example:
-    >>> reporter = HypertuneReporter("val_accuracy")  # doctest: +SKIP
-    >>> model.fit(..., callbacks=[reporter])  # doctest: +SKIP
+    >>> writer = HypertuneWriter("/tmp/hypertune/output.metrics", trial="2")  # doctest: +SKIP
+    >>> model.fit(..., callbacks=[HypertuneReporter("val_accuracy", writer)])  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -29,20 +32,15 @@ import keras
 
 log = logging.getLogger(__name__)
 
-DEFAULT_METRIC_FILE = "/tmp/hypertune/output.metrics"
 MAX_REPORTS = 100
-
-
-def metric_file() -> str:
-    return os.environ.get("CLOUD_ML_HP_METRIC_FILE", DEFAULT_METRIC_FILE)
 
 
 class HypertuneWriter:
     """Keeps the last :data:`MAX_REPORTS` reports and rewrites the metric file at each one."""
 
-    def __init__(self, path: str | None = None, trial: str | None = None) -> None:
-        self.path = path or metric_file()
-        self.trial = trial if trial is not None else os.environ.get("CLOUD_ML_TRIAL_ID", "0")
+    def __init__(self, path: str, trial: str) -> None:
+        self.path = path
+        self.trial = trial
         self.reports: deque[dict] = deque(maxlen=MAX_REPORTS)
 
     def report(self, tag: str, value: float, global_step: int, checkpoint_path: str = "") -> None:
@@ -69,10 +67,10 @@ class HypertuneWriter:
 class HypertuneReporter(keras.callbacks.Callback):
     """Reports ``metric`` from the epoch logs after every epoch (global_step = epoch + 1)."""
 
-    def __init__(self, metric: str, writer: HypertuneWriter | None = None) -> None:
+    def __init__(self, metric: str, writer: HypertuneWriter) -> None:
         super().__init__()
         self.metric = metric
-        self.writer = writer or HypertuneWriter()
+        self.writer = writer
         self._warned = False
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:

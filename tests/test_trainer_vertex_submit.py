@@ -11,7 +11,7 @@ from trainer_helpers import restore_logging  # noqa: F401 (a fixture)
 
 from jobcommon import cli
 from jobcommon.errors import UsageError
-from trainer import submit
+from trainer import vertex_submit as submit
 
 BASE = [
     "--project",
@@ -200,3 +200,19 @@ def test_bad_param_specs_are_usage_errors():
             submit.parse_param(bad)
     with pytest.raises(UsageError, match="needs at least one --param"):
         submit.main([*BASE, "--tune-service"])
+
+
+def test_explicit_dry_run_prints_the_body_and_sends_nothing(vertex, capsys):
+    argv = [*BASE, "--dry-run", "--api-endpoint", vertex.url, "--access-token", "t"]
+    assert submit.main([*argv, *TRAINER_ARGS]) == 0
+    body = json.loads(capsys.readouterr().out)
+    assert body["jobSpec"]["workerPoolSpecs"][0]["containerSpec"]["args"][-1] == "5"
+    assert vertex.requests == []
+
+
+def test_dry_run_and_submit_together_are_refused(vertex, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        submit.main([*BASE, "--dry-run", "--submit", "--api-endpoint", vertex.url])
+    assert exit_info.value.code == 2
+    assert "not allowed with argument" in capsys.readouterr().err
+    assert vertex.requests == []

@@ -1,0 +1,86 @@
+"""Starting TensorFlow quietly, and the machine facts that need it (GPUs, mixed precision).
+
+Importing TensorFlow and its first device scan print C++ log lines straight to stderr: on a
+CPU-only machine ``cuInit`` failures (``E`` lines) and CUDA-stub notices. Vertex AI shows
+every stderr line as ERROR, so :func:`start` captures file descriptor 2 while TensorFlow
+starts and passes each line on through Python logging instead: the known probe noise at
+DEBUG, anything else at WARNING.
+
+Example:
+    >>> gpus = start()  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Iterator
+
+log = logging.getLogger("trainer.tensorflow")
+
+# Start-up lines that only say there is no GPU, or how TensorFlow was built.
+_PROBE_NOISE = re.compile(
+    r"cuInit|cuda_platform|cudart_stub|cuda drivers|cuda_executor|cuda_diagnostics|"
+    r"absl::InitializeLog|oneDNN custom operations|cpu_feature_guard|"
+    r"optimized to use available CPU instructions|rebuild TensorFlow with the appropriate|"
+    r"TF-TRT Warning|Unable to register cu(DNN|FFT|BLAS) factory|computation placer"
+)
+_state: dict[str, int] = {}
+
+
+@contextlib.contextmanager
+def _stderr_to_log() -> Iterator[None]:
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            for raw in capture.read().decode("utf-8", "replace").splitlines():
+                line = raw.rstrip()
+                if line:
+                    level = logging.DEBUG if _PROBE_NOISE.search(line) else logging.WARNING
+                    log.log(level, "%s", line)
+
+
+def start() -> int:
+    """Import TensorFlow and scan its devices with stderr captured; returns the GPU count."""
+    if "gpus" not in _state:
+        # INFO lines after start-up (e.g. per-dataset notices) also go to stderr otherwise;
+        # warnings and errors still show. An explicit setting wins.
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+        with _stderr_to_log():
+            import tensorflow as tf
+
+            _state["gpus"] = len(tf.config.list_physical_devices("GPU"))
+    return _state["gpus"]
+
+
+def set_mixed_precision(enabled: bool) -> str:
+    """Use ``mixed_float16`` if ``enabled`` and a GPU is present; returns the policy set.
+
+    On a CPU mixed_float16 is slower than float32, so there it warns and keeps float32.
+    """
+    if not enabled:
+        return "float32"
+    import keras
+
+    if start() == 0:
+        log.warning(
+            "--mixed-precision: this machine has no GPU; mixed_float16 only pays off on GPUs, "
+            "so training stays in float32"
+        )
+        keras.mixed_precision.set_global_policy("float32")
+        return "float32"
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    log.info("mixed precision: mixed_float16 on %d GPU(s)", start())
+    return "mixed_float16"
