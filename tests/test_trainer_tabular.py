@@ -100,22 +100,22 @@ def test_pandas_files_in_gcs_train_and_batch_predict_with_the_original_names(gcs
     assert by_name["colour group"].vocabulary == ["", "dark", "light"]
     assert schema.num_classes == 3 and schema.label.vocabulary is None
 
-    # Batch prediction with JSON instances keyed by the original column names.
-    instances = test.drop(columns="target")
-    lines = [json.dumps(row, ensure_ascii=False) for row in instances.to_dict("records")]
-    storage.write_text(f"{bucket}/score/in.jsonl", "\n".join(lines) + "\n")
+    # Batch prediction with JSON instances keyed by the original column names, as pandas
+    # writes them (NaN cells as null: the model imputes them), with an id as the key field.
+    instances = test.drop(columns="target").assign(id=test.index)
+    instances.loc[instances.index[:3], "malic_acid"] = np.nan
+    instances.to_json(tmp_path / "instances.jsonl", orient="records", lines=True)
+    assert '"malic_acid":null' in (tmp_path / "instances.jsonl").read_text()
+    storage.upload_file(str(tmp_path / "instances.jsonl"), f"{bucket}/score/in.jsonl")
     assert predict.main([
         "--input-paths", f"{bucket}/score/in.jsonl", "--data-format", "JSON",
         "--output-path", f"{bucket}/score/out", "--model-dir", f"{bucket}/job/keras_export",
-        "--log-format", "text", *local_args(),
+        "--key-field", "id", "--log-format", "text", *local_args(),
     ]) == 0  # fmt: skip
     assert read_stats(f"{bucket}/score/out")["errors"] == 0
     rows = read_rows(f"{bucket}/score/out", "prediction.results")
-    assert len(rows) == len(test)
-    truth = {json.dumps(r, sort_keys=True): t for r, t in
-             zip(instances.to_dict("records"), test["target"], strict=True)}  # fmt: skip
-    right = [r["prediction"]["class_id"] == truth[json.dumps(r["instance"], sort_keys=True)]
-             for r in rows]  # fmt: skip
+    assert sorted(r["key"] for r in rows) == sorted(test.index)
+    right = [r["prediction"]["class_id"] == test.loc[r["key"], "target"] for r in rows]
     assert np.mean(right) >= 0.9
 
 
@@ -310,3 +310,21 @@ def test_a_bad_table_from_the_command_line_exits_without_a_traceback(tmp_path):
     assert "Traceback" not in proc.stderr + proc.stdout
     errors = [r for r in log_records(proc.stdout) if r["severity"] == "ERROR"]
     assert len(errors) == 1 and "wine.csv line 180: 2 fields" in errors[0]["message"]
+
+
+def test_tfrecords_without_a_schema_are_inferred_and_train(tmp_path):
+    from trainer_helpers import write_digits
+
+    write_digits(str(tmp_path / "d"), num_shards=2, gzip=True)
+    written = Schema.load(str(tmp_path / "d" / "schema.json"))
+    os.remove(tmp_path / "d" / "schema.json")
+    loaded = data.load_tabular(str(tmp_path / "d" / "train-*"), target_column="label")
+    (pixels,) = loaded.schema.features
+    assert (pixels.name, pixels.dtype, pixels.shape) == ("pixels", "float32", [64])
+    assert len(pixels.mean) == 64 and loaded.schema.num_classes == written.num_classes == 10
+    assert loaded.train_stats.usable == 1438
+    result = _run(tmp_path, "--train-files", str(tmp_path / "d" / "train-*"),
+                  "--eval-files", str(tmp_path / "d" / "eval-*"), "--epochs", "2")  # fmt: skip
+    assert result.metrics["accuracy"] > 0.8  # normalised pixels learn fast
+    with pytest.raises(BadInputError, match="must be a float_list for --task regression"):
+        data.load_tabular(str(tmp_path / "d" / "train-*"), task="regression")

@@ -595,8 +595,9 @@ def load_tabular(
     first). ``data_format`` (``csv``, ``jsonl``, ``tf-record``: Vertex's
     ``AIP_DATA_FORMAT``) overrides what the file names say. The schema is ``schema_file``,
     else ``schema.json`` beside the first training file, else inferred from the training
-    tables (see :mod:`trainer.tabular`) with ``target_column`` as the label (default: a
-    column named ``label`` or ``target``) and ``task`` (default classification).
+    files (tables or tf.Examples; see :mod:`trainer.tabular`) with ``target_column`` as the
+    label (default: a column named ``label`` or ``target``) and ``task`` (default
+    classification).
 
     Example:
         >>> data = load_tabular("gs://b/wine/train.csv", "gs://b/wine/eval.csv",
@@ -609,11 +610,6 @@ def load_tabular(
     schema = find_schema(schema_file, train[0].uri)
     inferred = schema is None
     if schema is None:
-        if any(s.fmt == "tfrecord" for s in train):
-            raise UsageError(
-                f"no schema for the TFRecord files {train[0].uri}: pass --schema-file, or "
-                "write them with python -m trainer.convert (it writes schema.json beside them)"
-            )
         schema = tabular.infer_schema(
             train, target_column or _default_target(train), task, skip_bad_records
         )

@@ -70,7 +70,7 @@ def feature_spec(schema: Schema, with_label: bool = False) -> dict[str, tf.io.Fi
 
 def _missing(f: Feature) -> float | None:
     """A scalar numeric feature with a training mean may be absent: NaN, imputed by the model."""
-    return float("nan") if f.mean is not None and not f.shape else None
+    return float("nan") if f.mean is not None and not f.shape and f.dtype == "float32" else None
 
 
 def _outputs(raw: tf.Tensor, schema: Schema) -> dict[str, tf.Tensor]:

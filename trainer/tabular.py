@@ -157,19 +157,58 @@ def iter_rows(src: Source, skip_bad: bool, stats: TableStats) -> Iterator[tuple[
     A row with the wrong number of fields (CSV) or that is not a JSON object is named in a
     BadInputError, or counted in ``stats.bad`` and skipped with ``skip_bad``.
     """
-    with _reading(src) as text:
-        rows = _csv_rows(src, text) if src.fmt == "csv" else _json_rows(src, text)
+    with contextlib.ExitStack() as stack:
+        if src.fmt == "tfrecord":
+            rows = _example_rows(src)
+        else:
+            text = stack.enter_context(_reading(src))
+            rows = _csv_rows(src, text) if src.fmt == "csv" else _json_rows(src, text)
         for lineno, row in rows:
             if isinstance(row, _BadRow):
                 stats.records += 1
                 if not skip_bad:
                     raise BadInputError(
-                        f"{src.uri} line {lineno}: {row}; fix the row or pass "
+                        f"{_where(src, lineno)}: {row}; fix the row or pass "
                         "--skip-bad-records to skip such rows"
                     )
                 stats.bad += 1
                 continue
             yield lineno, row
+
+
+def _where(src: Source, n: int) -> str:
+    return f"{src.uri} record {n}" if src.fmt == "tfrecord" else f"{src.uri} line {n}"
+
+
+def _example_rows(src: Source) -> Iterator[tuple[int, Any]]:
+    """The tf.Examples of a TFRecord file as rows: each feature a number (int64_list values
+    stay ints), a string, or a list of them."""
+    import tensorflow as tf
+    from tensorflow.core.example import example_pb2
+
+    with open(src.local, "rb") as f:
+        compression = "GZIP" if f.read(2) == b"\x1f\x8b" else ""
+    records = tf.data.TFRecordDataset(src.local, compression_type=compression)
+    try:
+        for n, record in enumerate(records.as_numpy_iterator()):
+            try:
+                example = example_pb2.Example.FromString(record)
+            except Exception:  # noqa: BLE001 (protobuf's DecodeError and friends)
+                yield n, _BadRow("not a serialized tf.Example")
+                continue
+            row: dict[str, Any] = {}
+            for key, feature in example.features.feature.items():
+                kind = feature.WhichOneof("kind")
+                values = list(getattr(feature, kind).value) if kind else []
+                if kind == "bytes_list":
+                    values = [v.decode("utf-8", "replace") for v in values]
+                row[key] = None if not values else values[0] if len(values) == 1 else values
+            yield n, row
+    except tf.errors.OpError as exc:
+        raise BadInputError(
+            f"{src.uri} is not a readable TFRecord file ({exc.message.splitlines()[0]}); "
+            "re-create it or check --train-files"
+        ) from exc
 
 
 def csv_header(src: Source) -> list[str]:
@@ -267,13 +306,14 @@ class _Profile:
     total: Any = 0.0
     total_sq: Any = 0.0
     counts: Counter = field(default_factory=Counter)
-    first_text: tuple[int, str, str] | None = None  # (line, file, value) of a non-number
-    first_fraction: tuple[int, str, float] | None = None  # a number that is not whole
+    first_text: tuple[str, str] | None = None  # (where, value) of the first non-number
+    first_fraction: tuple[str, float] | None = None  # the first number that is not whole
+    ints_only: bool = True  # every value a Python int (a tf.Example's int64_list)
     negative: bool = False
     index_like: bool = True  # distinct whole numbers >= 0, none missing
     seen_ints: set = field(default_factory=set)
 
-    def add(self, value: Any, lineno: int, uri: str) -> None:
+    def add(self, value: Any, where: str) -> None:
         if is_missing(value):
             self.missing += 1
             self.index_like = False
@@ -283,10 +323,11 @@ class _Profile:
             numbers = _number_list(value)
             if numbers is None or (self.shape is not None and self.shape != (len(numbers),)):
                 raise BadInputError(
-                    f"{uri} line {lineno}: column {self.name!r} holds a list that is not "
+                    f"{where}: column {self.name!r} holds a list that is not "
                     "numbers of the same length as in the rows before; fix the row"
                 )
             self.shape = (len(numbers),)
+            self.ints_only = self.ints_only and all(type(v) is int for v in value)
             arr = np.asarray(numbers, dtype=np.float64)
             self.total = self.total + arr
             self.total_sq = self.total_sq + arr * arr
@@ -294,17 +335,18 @@ class _Profile:
             return
         if self.shape not in (None, ()):
             raise BadInputError(
-                f"{uri} line {lineno}: column {self.name!r} holds a single value where earlier "
+                f"{where}: column {self.name!r} holds a single value where earlier "
                 "rows hold lists; fix the row"
             )
         self.shape = ()
+        self.ints_only = self.ints_only and type(value) is int
         text = value if isinstance(value, str) else json.dumps(value)
         if len(self.counts) < _MAX_COUNTED or text in self.counts:
             self.counts[text.strip() if isinstance(value, str) else text] += 1
         number = as_number(value)
         if number is None or not math.isfinite(number):
             if self.numeric and number is None:
-                self.first_text = (lineno, uri, text)
+                self.first_text = (where, text)
             self.numeric = self.numeric and number is not None
             self.index_like = False
             return
@@ -313,7 +355,7 @@ class _Profile:
         if number != int(number):
             self.index_like = False
             if self.first_fraction is None:
-                self.first_fraction = (lineno, uri, number)
+                self.first_fraction = (where, number)
         if number < 0:
             self.negative = True
             self.index_like = False
@@ -372,7 +414,7 @@ def infer_schema(
             for name, value in row.items():
                 if name not in profiles:
                     profiles[name] = _Profile(name)
-                profiles[name].add(value, lineno, src.uri)
+                profiles[name].add(value, _where(src, lineno))
     if not profiles:
         raise BadInputError(
             f"{sources[0].uri}: no data rows; check the files are not empty"
@@ -383,6 +425,9 @@ def infer_schema(
     _check_target(target_column, names, sources[0].uri)
     names = _drop_pandas_index(names, profiles, sources[0].uri, target_column)
     task = task or "classification"
+    examples = all(s.fmt == "tfrecord" for s in sources)
+    if examples:
+        _check_example_label(profiles[target_column], task, sources[0].uri)
     label, num_classes = _label_feature(profiles[target_column], task)
     features = []
     for name in names:
@@ -393,7 +438,10 @@ def infer_schema(
             log.warning("column %r has no values in the training data: not used", name)
             continue
         if p.numeric:
-            features.append(p.numeric_feature())
+            feature = p.numeric_feature()
+            if examples and p.ints_only:
+                feature.dtype = "int64"  # parsed as the tf.Example stores it
+            features.append(feature)
         else:
             features.append(Feature(name, "string", [], vocabulary=p.vocabulary()))
     if not features:
@@ -410,6 +458,20 @@ def infer_schema(
         task,
     )
     return schema
+
+
+def _check_example_label(p: _Profile, task: str, uri: str) -> None:
+    """A tf.Example target is parsed as stored: class ids as int64, regression targets float."""
+    if task == "classification" and not (p.numeric and p.ints_only and not p.negative):
+        raise BadInputError(
+            f"{uri}: the target {p.name!r} must hold class ids 0..C-1 in an int64_list to be "
+            "read without a schema (pass --task regression for numbers, or --schema-file)"
+        )
+    if task == "regression" and (not p.numeric or p.ints_only):
+        raise BadInputError(
+            f"{uri}: the target {p.name!r} must be a float_list for --task regression "
+            "without a schema; store it as floats or pass --schema-file"
+        )
 
 
 def _check_target(target: str, names: list[str], uri: str) -> None:
@@ -444,9 +506,9 @@ def _label_feature(p: _Profile, task: str) -> tuple[Feature, int | None]:
     """The label's feature and, for classification, the number of classes."""
     if task == "regression":
         if not p.numeric:
-            line, uri, value = p.first_text
+            where, value = p.first_text
             raise BadInputError(
-                f"{uri} line {line}: the target column {p.name!r} holds {value!r}, not a "
+                f"{where}: the target column {p.name!r} holds {value!r}, not a "
                 "number; --task regression needs numeric targets (fix the row, or train a "
                 "classifier without --task regression)"
             )
@@ -454,9 +516,9 @@ def _label_feature(p: _Profile, task: str) -> tuple[Feature, int | None]:
     if p.present == 0:
         raise BadInputError(f"the target column {p.name!r} has no values")
     if p.numeric and p.first_fraction is not None:
-        line, uri, value = p.first_fraction
+        where, value = p.first_fraction
         raise BadInputError(
-            f"{uri} line {line}: the target column {p.name!r} holds {value}, not a class; "
+            f"{where}: the target column {p.name!r} holds {value}, not a class; "
             "pass --task regression to predict numbers"
         )
     if p.numeric and not p.negative:
@@ -495,7 +557,7 @@ def read_columns(sources: list[Source], schema: Schema, skip_bad: bool = False) 
             except _BadRow as exc:
                 if not skip_bad:
                     raise BadInputError(
-                        f"{src.uri} line {lineno}: {exc}; fix the row or pass "
+                        f"{_where(src, lineno)}: {exc}; fix the row or pass "
                         "--skip-bad-records to skip such rows"
                     ) from None
                 stats.bad += 1
