@@ -283,6 +283,13 @@ def test_wrong_field_count_rows_are_skipped_and_counted(tmp_path):
         f.write("999,1.0,2.0\n1000,x\n")
     loaded = data.load_tabular(str(path), target_column="target", skip_bad_records=True)
     assert (loaded.train_stats.records, loaded.train_stats.bad) == (len(frame) + 2, 2)
+    frame.to_json(tmp_path / "wine.jsonl", orient="records", lines=True)
+    with open(tmp_path / "wine.jsonl", "a") as f:
+        f.write('{"alcohol": 13.2, "target":\n[1, 2]\n')  # a line cut short, then a list
+    with pytest.raises(BadInputError, match=r"wine\.jsonl line 179: not valid JSON"):
+        data.load_tabular(str(tmp_path / "wine.jsonl"))
+    loaded = data.load_tabular(str(tmp_path / "wine.jsonl"), skip_bad_records=True)
+    assert (loaded.train_stats.usable, loaded.train_stats.bad) == (len(frame), 2)
 
 
 def test_text_that_is_not_utf8_or_gzip_that_is_damaged_is_named(tmp_path, capfd):

@@ -340,9 +340,9 @@ class _Profile:
             )
         self.shape = ()
         self.ints_only = self.ints_only and type(value) is int
-        text = value if isinstance(value, str) else json.dumps(value)
+        text = value.strip() if isinstance(value, str) else json.dumps(value)
         if len(self.counts) < _MAX_COUNTED or text in self.counts:
-            self.counts[text.strip() if isinstance(value, str) else text] += 1
+            self.counts[text] += 1
         number = as_number(value)
         if number is None or not math.isfinite(number):
             if self.numeric and number is None:
