@@ -364,6 +364,9 @@ def run(
     # TensorFlow (TF_CONFIG) and keras-tuner (KERASTUNER_*) read these from the process.
     os.environ.update(opts.vertex.process_env)
     dirs = prepare_outputs(opts)
+    from trainer import tf_runtime
+
+    tf_runtime.start()  # before anything imports TensorFlow: its start-up noise is captured
     done = finished_job(opts, dirs)
     if done is not None:
         return done

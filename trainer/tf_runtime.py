@@ -32,8 +32,23 @@ _PROBE_NOISE = re.compile(
 _state: dict[str, int] = {}
 
 
+def _logs_to_stderr() -> bool:
+    """Whether our own log lines go to stderr (text format): then capturing would loop them."""
+    for handler in logging.getLogger().handlers:
+        stream = getattr(handler, "stream", None)
+        try:
+            if stream is not None and stream.fileno() == 2:
+                return True
+        except (AttributeError, OSError, ValueError):
+            continue
+    return False
+
+
 @contextlib.contextmanager
 def _stderr_to_log() -> Iterator[None]:
+    if _logs_to_stderr():
+        yield  # text logs on stderr: TensorFlow's lines sit among them as they always did
+        return
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as capture:
