@@ -123,3 +123,13 @@ def test_bigquery_managed_dataset_is_one_clear_line(monkeypatch):
 def test_bad_values_name_the_flag(argv, message):
     with pytest.raises(UsageError, match=message):
         options.parse(["--job-dir", "/tmp/j", *argv], environ={})
+
+
+def test_data_format_applies_to_vertex_managed_datasets_only():
+    env = {"AIP_TRAINING_DATA_URI": "gs://bkt/d/training-*", "AIP_DATA_FORMAT": "tf-record"}
+    assert options.parse(["--job-dir", "/j"], env).data_format == "tf-record"
+    # Files named on the command line say their own format; a bad variable is then moot.
+    flagged = options.parse(["--job-dir", "/j", "--train-files", "/d/x.csv"], dict(env))
+    assert flagged.data_format is None
+    assert options.parse(["--job-dir", "/j", "--train-files", "/d/x.csv"],
+                         {"AIP_DATA_FORMAT": "bigquery"}).data_format is None  # fmt: skip

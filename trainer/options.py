@@ -181,6 +181,12 @@ class TrainerOptions:
         return self.eval_files or self.vertex.validation_data_uri
 
     @property
+    def data_format(self) -> str | None:
+        """``AIP_DATA_FORMAT`` (csv, jsonl, tf-record) when the data is Vertex's managed
+        dataset (``AIP_TRAINING_DATA_URI``); files named by ``--train-files`` say their own."""
+        return None if self.train_files else self.vertex.data_format
+
+    @property
     def in_tuning_trial(self) -> bool:
         """A tuning-service trial: only then is the hypertune metric file written."""
         return bool(self.vertex.trial_id)
@@ -227,8 +233,8 @@ class TrainerOptions:
         if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
             raise UsageError("--early-stopping-patience must be at least 1")
         parse_hidden_units(self.hidden_units)
-        fmt = self.vertex.data_format
-        if fmt and not self.train_files and fmt not in DATA_FORMATS:
+        fmt = self.data_format
+        if fmt and fmt not in DATA_FORMATS:
             if fmt == "bigquery":
                 raise UsageError(
                     "AIP_DATA_FORMAT=bigquery: reading a BigQuery managed dataset is not "
@@ -331,6 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
         training,
         "--early-stopping-patience",
         type=int,
+        metavar="N",
         help="stop after N epochs without improvement of the objective and keep the best "
         "weights (default: train every epoch)",
     )

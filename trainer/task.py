@@ -26,7 +26,6 @@ import shutil
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -74,7 +73,7 @@ def prepare_outputs(opts: TrainerOptions) -> Dirs:
     dirs = opts.dirs()
     if opts.vertex.cluster.is_chief:
         for d in dict.fromkeys((dirs.model_dir, dirs.checkpoint_dir, dirs.tensorboard_dir)):
-            probe = storage.join(d, f".write-check-{uuid.uuid4().hex[:8]}")
+            probe = storage.join(d, f".write-check-{clock.unique_stamp()}")
             storage.write_text(probe, "")
             storage.delete(probe)
     return dirs
@@ -125,7 +124,7 @@ def load_data(opts: TrainerOptions, scratch: str) -> TrainingData:
     loaded = data.load_tabular(
         opts.train_patterns,
         opts.eval_patterns,
-        data_format=None if opts.train_files else opts.vertex.data_format,
+        data_format=opts.data_format,
         target_column=opts.target_column,
         schema_file=opts.schema_file,
         task=opts.task,
@@ -152,10 +151,10 @@ def build_model(opts: TrainerOptions, hp, data: TrainingData, strategy, cluster)
     with strategy.scope():
         model = models.build(hp, data.schema, opts.model_module, compile_as=opts.hparams())
     if not models.takes_dict(model, data.schema):
-        name = data.schema.features[0].input_name
-        data.train = data.train.map(lambda x, y: (x[name], y))
+        schema = data.schema
+        data.train = data.train.map(lambda x, y: (models.model_inputs(model, schema, x), y))
         if data.eval is not None:
-            data.eval = data.eval.map(lambda x, y: (x[name], y))
+            data.eval = data.eval.map(lambda x, y: (models.model_inputs(model, schema, x), y))
     if cluster.num_workers > 1:
         from trainer.distribute import patch_keras_multi_worker
 
