@@ -132,6 +132,9 @@ def to_array(value: Any, spec: InputSpec) -> np.ndarray:
         if arr.ndim and arr.dtype == object and any(isinstance(v, list) for v in arr.flat):
             raise RecordError(WRONG_SHAPE, f"input {spec.name!r} is a ragged list")
     else:
+        if value is None and np.dtype(spec.dtype).kind == "f":
+            # JSON null for a number: missing, NaN (a trainer export imputes the training mean).
+            value = np.nan
         try:
             arr = np.asarray(value)
         except ValueError:

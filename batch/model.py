@@ -20,7 +20,7 @@ import logging
 import os
 import tempfile
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -65,6 +65,9 @@ class SignatureInfo:
     input_specs: dict[str, InputSpec]
     output_names: tuple[str, ...]
     schema: Schema | None
+    # Input name (as instances spell it: the schema's column name) -> signature argument,
+    # where they differ (a column ``mean radius`` is the argument ``mean_radius``).
+    arg_names: dict[str, str] = field(default_factory=dict)
 
     @property
     def takes_examples(self) -> bool:
@@ -98,7 +101,8 @@ class LoadedModel:
         tensors = {}
         for name, spec in self.info.input_specs.items():
             value = batch[name]
-            tensors[name] = tf.constant(value, dtype=tf.string if spec.is_string else spec.dtype)
+            arg = self.info.arg_names.get(name, name)
+            tensors[arg] = tf.constant(value, dtype=tf.string if spec.is_string else spec.dtype)
         outputs = self._fn(**tensors)
         return {name: t.numpy() for name, t in outputs.items()}
 
@@ -137,6 +141,26 @@ def _input_specs(fn: Any) -> dict[str, InputSpec]:
         dtype = "string" if spec.dtype.name == "string" else spec.dtype.as_numpy_dtype.__name__
         specs[name] = InputSpec(name, dtype, tuple(spec.shape.as_list()[1:]))
     return specs
+
+
+def _by_column_name(
+    specs: dict[str, InputSpec], schema: Schema | None
+) -> tuple[dict[str, InputSpec], dict[str, str]]:
+    """The signature's inputs keyed by the schema's column names, and the argument of each.
+
+    A trainer export's signature arguments are safe TensorFlow names made from the columns;
+    instances use the columns' own names, which its schema.json keeps.
+    """
+    if schema is None:
+        return specs, {}
+    renamed = {f.input_name: f.name for f in schema.features if f.input_name in specs}
+    out, args = {}, {}
+    for arg, spec in specs.items():
+        name = renamed.get(arg, arg)
+        out[name] = InputSpec(name, spec.dtype, spec.shape)
+        if name != arg:
+            args[name] = arg
+    return out, args
 
 
 _models: dict[tuple[str, str], LoadedModel] = {}
@@ -200,11 +224,13 @@ def _load_model(export_path: str, signature_name: str) -> LoadedModel:
     schema_path = os.path.join(local, SCHEMA_FILE)
     if os.path.exists(schema_path):
         schema = Schema.load(schema_path)
+    specs, arg_names = _by_column_name(_input_specs(fn), schema)
     info = SignatureInfo(
         export_path=export_path,
         signature_name=signature_name,
-        input_specs=_input_specs(fn),
+        input_specs=specs,
         output_names=tuple(sorted(fn.structured_outputs.keys())),
         schema=schema,
+        arg_names=arg_names,
     )
     return LoadedModel(loaded, info)

@@ -1,4 +1,4 @@
-"""Convert numpy (.npz) or CSV data to sharded TFRecords plus ``schema.json``.
+"""Convert numpy (.npz), CSV or JSON-lines data to sharded TFRecords plus ``schema.json``.
 
 Example::
 
@@ -8,23 +8,25 @@ Example::
 
 Writes ``train-0000i-of-0000N.tfrecord[.gz]``, ``eval-…`` and ``schema.json`` below
 ``--output-dir`` (local or ``gs://``). ``sklearn:NAME`` reads one of scikit-learn's bundled
-data sets (digits, wine, breast_cancer, iris, diabetes), offline.
+data sets (digits, wine, breast_cancer, iris, diabetes), offline. A table's schema is
+inferred as the trainer infers it from a CSV (see :mod:`trainer.tabular`): the trainer
+also reads such files directly, without this step.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import logging
+import shutil
+import tempfile
 
 import numpy as np
 
-from jobcommon import cli, storage
-from jobcommon.errors import BadInputError, UsageError
+from jobcommon import cli
+from jobcommon.errors import UsageError
 from jobcommon.logs import add_logging_flags, setup_logging
-from trainer import data
+from trainer import data, tabular
 
 log = logging.getLogger("trainer.convert")
 
@@ -43,22 +45,17 @@ def _sklearn(name: str) -> tuple[np.ndarray, np.ndarray]:
     return x, bunch.target
 
 
-def _csv_columns(path: str, label: str) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    text = storage.read_text(path)
-    rows = list(csv.DictReader(io.StringIO(text)))
-    if not rows:
-        raise BadInputError(f"{path}: no data rows below the header")
-    if label not in rows[0]:
-        raise BadInputError(f"{path}: no column {label!r} (columns: {list(rows[0])}); pass --label")
-    columns: dict[str, np.ndarray] = {}
-    for name in rows[0]:
-        values = [r[name] for r in rows]
-        try:
-            columns[name] = np.array([float(v) for v in values], dtype=np.float32)
-        except (TypeError, ValueError):
-            columns[name] = np.array(values, dtype=object)
-    y = columns.pop(label)
-    return columns, y
+def _table(path: str, label: str, task: str, skip_bad: bool):
+    """A CSV or JSON-lines file (optionally gzipped): its inferred schema and columns."""
+    staging = tempfile.mkdtemp(prefix="convert-in-")
+    try:
+        sources = data.stage_sources(path, staging, what="--input")
+        schema = tabular.infer_schema(sources, label, task, skip_bad)
+        table = tabular.read_columns(sources, schema, skip_bad)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    features = {f.name: table.features[f.input_name] for f in schema.features}
+    return schema, features, table.labels
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,7 +74,13 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="default: classification, regression for sklearn:diabetes",
     )
-    parser.add_argument("--label", default="label", help="CSV label column / schema label name")
+    parser.add_argument(
+        "--label",
+        "--target-column",
+        dest="label",
+        default="label",
+        help="the table's target column / the schema's label name (default: %(default)s)",
+    )
     parser.add_argument(
         "--feature-name",
         default="features",
@@ -94,6 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--gzip", action="store_true", help="GZIP-compress the shards")
     parser.add_argument("--seed", type=int, default=0, help="shuffle seed for the split")
+    parser.add_argument(
+        "--skip-bad-records",
+        action="store_true",
+        help="skip (and count) table rows that cannot be read instead of failing",
+    )
     add_logging_flags(parser)
     args = parser.parse_args(argv)
     setup_logging("trainer.convert", args.log_level, args.log_format)
@@ -101,16 +109,20 @@ def main(argv: list[str] | None = None) -> int:
         raise UsageError("--num-shards must be at least 1")
 
     task = args.task or ("regression" if args.input == "sklearn:diabetes" else "classification")
+    schema = None
     if args.input.startswith("sklearn:"):
         x, y = _sklearn(args.input.split(":", 1)[1])
         features = {args.feature_name: x}
-    elif args.input.endswith(".csv"):
-        features, y = _csv_columns(args.input, args.label)
+    elif data.format_of(args.input) in ("csv", "jsonl"):
+        schema, features, y = _table(args.input, args.label, task, args.skip_bad_records)
     elif args.input.endswith(".npz"):
         x, y = data.load_arrays(args.input, args.x_key, args.y_key)
         features = {args.feature_name: x}
     else:
-        raise UsageError(f"--input {args.input}: give a .npz file, a .csv file or sklearn:NAME")
+        raise UsageError(
+            f"--input {args.input}: give a .npz file, a .csv or .jsonl file (optionally .gz) "
+            "or sklearn:NAME"
+        )
     info = data.write_dataset(
         features,
         y,
@@ -121,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         eval_fraction=args.eval_fraction,
         gzip=args.gzip,
         seed=args.seed,
+        schema=schema,
     )
     print(json.dumps({"schema": info.schema_path, "counts": info.counts, "files": info.splits}))
     return 0

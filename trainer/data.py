@@ -1,28 +1,30 @@
-"""Training data: numpy/CSV -> sharded TFRecords + schema, and the ``tf.data`` input.
+"""Training data: arrays -> sharded TFRecords + schema, and the ``tf.data`` input.
 
 Writing (:func:`write_dataset`, CLI :mod:`trainer.convert`): rows become ``tf.Example``
 records split over ``train-00000-of-0000N.tfrecord[.gz]`` / ``eval-…`` shards plus one
 ``schema.json`` (:class:`jobcommon.schema.Schema`), written locally and copied to the
 destination (local or ``gs://``) through the storage layer.
 
-Reading (:func:`make_dataset`): ``--train-files`` globs are resolved through the storage
-layer, ``gs://`` shards are downloaded in parallel to a local directory (TensorFlow never
-sees a ``gs://`` path), every shard is checked against the schema once (a mismatch names
-the file; with ``skip_bad_records`` bad records are counted and dropped), then read with
-``tf.data``: parallel interleave over shards, parsing in batches, cache and prefetch.
-Files ending ``.tfrecord``/``.tfrecords``/``.tfr`` (``.gz`` for GZIP), ``.csv`` and
-``.jsonl``/``.json`` are accepted.
+Reading, in named steps: :func:`stage_sources` resolves the ``--train-files`` globs through
+the storage layer, decides each file's format and downloads ``gs://`` files in parallel to a
+local directory (TensorFlow never sees a ``gs://`` path); :func:`dataset_from_sources`
+checks every TFRecord shard against the schema once (a mismatch names the file; with
+``skip_bad_records`` bad records are counted and dropped) and streams it with ``tf.data``
+(parallel interleave, parsing in batches), reads tables (CSV, JSON lines; see
+:mod:`trainer.tabular`) into memory, then caches, shuffles, batches and prefetches.
+:func:`load_tabular` is what the trainer calls: it finds or infers the schema too.
+Files ending ``.tfrecord``/``.tfrecords``/``.tfr``, ``.csv`` and ``.jsonl``/``.json``,
+each optionally ``.gz``, are accepted; gzip is recognised by content.
 
 Example:
     >>> info = write_dataset({"pixels": x}, y, "gs://b/data", num_shards=4)  # doctest: +SKIP
     >>> ds, stats = make_dataset("gs://b/d/train-*", schema, 128, training=True)  # doctest: +SKIP
+    >>> data = load_tabular("gs://b/wine.csv", target_column="target")  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-import csv
 import io
-import json
 import logging
 import os
 import shutil
@@ -34,9 +36,11 @@ import numpy as np
 import tensorflow as tf
 
 from jobcommon import storage
-from jobcommon.errors import BadInputError, NotFoundError, UsageError
+from jobcommon.errors import BadInputError, NotFoundError, UsageError, first_line
 from jobcommon.schema import SCHEMA_FILE, Feature, Schema
+from trainer import tabular
 from trainer.export import feature_spec
+from trainer.tabular import Source
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +63,7 @@ def _dtype_of(arr: np.ndarray) -> str:
     return "string"
 
 
-def infer_schema(
+def schema_of_arrays(
     features: dict[str, np.ndarray],
     labels: np.ndarray,
     task: str = "classification",
@@ -135,10 +139,14 @@ def write_dataset(
     eval_fraction: float = 0.2,
     gzip: bool = False,
     seed: int = 0,
+    schema: Schema | None = None,
 ) -> DatasetInfo:
     """Write ``train``/``eval`` TFRecord shards and ``schema.json`` to ``output_dir``.
 
     Rows are shuffled with ``seed`` before the split, so the eval split is a fair held-out set.
+    Without ``schema`` it is made from the arrays (:func:`schema_of_arrays`); with one (a
+    table's, from :mod:`trainer.tabular`) ``features`` are keyed by its feature names and
+    ``labels`` already encoded.
 
     Example:
         >>> write_dataset({"pixels": x}, y, "gs://b/digits", num_shards=4)  # doctest: +SKIP
@@ -150,7 +158,9 @@ def write_dataset(
         raise BadInputError("every feature column must have as many rows as the labels")
     if not 0 <= eval_fraction < 1:
         raise UsageError("--eval-fraction must be in [0, 1)")
-    schema, labels = infer_schema(features, labels, task, label_name)
+    if schema is None:
+        schema, labels = schema_of_arrays(features, labels, task, label_name)
+    label_name = schema.label.name
     order = np.random.default_rng(seed).permutation(n)
     n_eval = int(round(n * eval_fraction))
     splits = {"eval": order[:n_eval], "train": order[n_eval:]} if n_eval else {"train": order}
@@ -184,6 +194,12 @@ def write_dataset(
 # ---------------------------------------------------------------- reading
 
 
+# --data-format / AIP_DATA_FORMAT values -> the reader; Vertex spells TFRecord "tf-record".
+DATA_FORMATS = {"csv": "csv", "jsonl": "jsonl", "tf-record": "tfrecord", "tfrecord": "tfrecord"}
+# Target column names taken without --target-column when a file has one of them.
+DEFAULT_TARGETS = ("label", "target")
+
+
 def resolve_files(patterns: str | list[str], what: str = "--train-files") -> list[str]:
     """Expand comma-separated globs (local or ``gs://``); a pattern matching nothing is an error."""
     if isinstance(patterns, str):
@@ -194,7 +210,7 @@ def resolve_files(patterns: str | list[str], what: str = "--train-files") -> lis
         matched = storage.glob(pattern) if any(c in pattern for c in "*?[") else None
         if matched is None:
             if storage.exists(pattern) and storage.list_dir(pattern):
-                matched = [f for f in storage.list_files(pattern) if _format_of(f)]
+                matched = [f for f in storage.list_files(pattern) if format_of(f)]
             elif storage.exists(pattern):
                 matched = [pattern]
             else:
@@ -212,18 +228,30 @@ def _is_side_file(path: str) -> bool:
     return name == SCHEMA_FILE or name.startswith(("_", "."))
 
 
-def _format_of(path: str) -> str | None:
+def format_of(path: str) -> str | None:
+    """``tfrecord``, ``csv`` or ``jsonl`` from a file's name (``.gz`` allowed), else None."""
     name = path.lower()
-    gz = name.endswith(".gz")
-    if gz:
+    if name.endswith(".gz"):
         name = name[:-3]
-    if name.endswith(TFRECORD_SUFFIXES) or (gz and not name.endswith(CSV_SUFFIXES + JSON_SUFFIXES)):
-        return "tfrecord_gzip" if gz else "tfrecord"
+    if name.endswith(TFRECORD_SUFFIXES):
+        return "tfrecord"
     if name.endswith(CSV_SUFFIXES):
         return "csv"
     if name.endswith(JSON_SUFFIXES):
         return "jsonl"
-    return None
+    # A bare .gz is a GZIP TFRecord file, as trainer.convert --gzip once named them.
+    return "tfrecord" if path.lower().endswith(".gz") else None
+
+
+def _data_format(value: str | None) -> str | None:
+    if value is None:
+        return None
+    fmt = DATA_FORMATS.get(value.lower())
+    if fmt is None:
+        raise UsageError(
+            f"data format {value!r} is not supported; use one of {', '.join(DATA_FORMATS)}"
+        )
+    return fmt
 
 
 def stage_files(files: list[str], local_dir: str) -> list[str]:
@@ -246,35 +274,70 @@ def stage_files(files: list[str], local_dir: str) -> list[str]:
         return list(pool.map(one, enumerate(files)))
 
 
+def stage_sources(
+    patterns: str | list[str],
+    staging_dir: str,
+    data_format: str | None = None,
+    what: str = "--train-files",
+) -> list[Source]:
+    """Resolve ``patterns``, decide each file's format and copy ``gs://`` files locally.
+
+    ``data_format`` (``csv``, ``jsonl``, ``tf-record``) is used for every file, as Vertex's
+    ``AIP_DATA_FORMAT`` says; without it the name decides (``.csv``, ``.jsonl``,
+    ``.tfrecord``, each optionally ``.gz``).
+    """
+    files = resolve_files(patterns, what)
+    fmt = _data_format(data_format)
+    formats = []
+    for f in files:
+        file_fmt = fmt or format_of(f)
+        if file_fmt is None:
+            raise BadInputError(
+                f"{f}: unknown file type; name it .csv, .jsonl or .tfrecord (each optionally "
+                ".gz), or pass the format (AIP_DATA_FORMAT=csv|jsonl|tf-record)"
+            )
+        formats.append(file_fmt)
+    local = stage_files(files, staging_dir)
+    return [Source(u, p, f) for u, p, f in zip(files, local, formats, strict=True)]
+
+
 @dataclass
 class DataStats:
-    """Counts from checking the input against the schema."""
+    """Counts from reading the input: records read, bad ones skipped, ones without a label."""
 
     records: int = 0
     bad: int = 0
     files: int = 0
+    missing_target: int = 0
+
+    @property
+    def usable(self) -> int:
+        return self.records - self.bad - self.missing_target
 
 
 def _finite(parsed: dict, schema: Schema) -> tf.Tensor:
-    """True where every float feature (and float label) of a record is finite."""
-    checks = [
-        tf.reduce_all(tf.math.is_finite(parsed[f.name]), axis=list(range(-len(f.shape), 0)))
-        if f.shape
-        else tf.math.is_finite(parsed[f.name])
-        for f in [*schema.features, schema.label]
-        if f.dtype == "float32"
-    ]
+    """True where every float feature (and float label) of a record is finite.
+
+    A feature with a training mean may be NaN (missing: the model imputes it), not infinite.
+    """
+    checks = []
+    for f in [*schema.features, schema.label]:
+        if f.dtype != "float32":
+            continue
+        value = parsed[f.name]
+        ok = tf.logical_not(tf.math.is_inf(value)) if f.mean is not None else None
+        ok = tf.math.is_finite(value) if ok is None else ok
+        checks.append(tf.reduce_all(ok, axis=list(range(-len(f.shape), 0))) if f.shape else ok)
     if not checks:
         return tf.constant(True)
     return tf.reduce_all(tf.stack(checks, axis=-1), axis=-1)
 
 
-def _check_tfrecord(
-    local: str, uri: str, schema: Schema, skip_bad: bool, compression: str
-) -> tuple[int, int]:
+def _check_tfrecord(src: Source, schema: Schema, skip_bad: bool) -> tuple[int, int]:
     """(records, bad records) of one shard; raises BadInputError naming it on a mismatch."""
     spec = feature_spec(schema, with_label=True)
-    raw = tf.data.TFRecordDataset(local, compression_type=compression)
+    raw = tf.data.TFRecordDataset(src.local, compression_type=_compression(src.local))
+    uri = src.uri
     try:
         if not skip_bad:
             n = 0
@@ -298,136 +361,46 @@ def _check_tfrecord(
         return total, total - good
     except tf.errors.DataLossError as exc:
         raise BadInputError(
-            f"{uri} is not a readable TFRecord file ({_first_line(exc)}); "
+            f"{uri} is not a readable TFRecord file ({first_line(exc)}); "
             "re-create it, check --train-files, or GZIP files must end in .gz"
         ) from exc
     except tf.errors.InvalidArgumentError as exc:
         raise BadInputError(
-            f"a record in {uri} does not match the schema ({_first_line(exc)}); fix the data "
+            f"a record in {uri} does not match the schema ({first_line(exc)}); fix the data "
             "or the schema, or pass --skip-bad-records to skip such records"
         ) from exc
 
 
-def _first_line(exc: BaseException) -> str:
-    text = getattr(exc, "message", None) or str(exc)
-    return text.strip().splitlines()[0][:300] if text.strip() else type(exc).__name__
+def _compression(local: str) -> str:
+    """``GZIP`` when the file starts with gzip's magic bytes (whatever its name), else ``""``."""
+    with open(local, "rb") as f:
+        return "GZIP" if f.read(2) == b"\x1f\x8b" else ""
 
 
-def _parse_value(value, feature: Feature):
-    arr = np.asarray(value, dtype=object if feature.dtype == "string" else feature.dtype)
-    return arr.reshape(feature.shape)
-
-
-def _read_table(local: str, uri: str, fmt: str, schema: Schema, skip_bad: bool):
-    """Rows of a CSV (one column per scalar, ``name_i`` per element) or JSON-lines file."""
-    cols = schema.features + [schema.label]
-    out = {f.name: [] for f in cols}
-    total = bad = 0
-    with open(local, newline="") as fh:
-        rows = csv.DictReader(fh) if fmt == "csv" else (line for line in fh if line.strip())
-        for lineno, row in enumerate(rows, start=2 if fmt == "csv" else 1):
-            total += 1
-            try:
-                if fmt == "jsonl":
-                    row = json.loads(row)
-                values = {}
-                for f in cols:
-                    if fmt == "csv" and f.size != 1:
-                        v = [row[f"{f.name}_{i}"] for i in range(f.size)]
-                    else:
-                        v = row[f.name]
-                    if f is schema.label and f.vocabulary and isinstance(v, str):
-                        v = f.vocabulary.index(v)
-                    values[f.name] = _parse_value(v, f)
-                    if f.dtype == "float32" and not np.all(np.isfinite(values[f.name])):
-                        raise ValueError(f"{f.name} has NaN or infinite values")
-            except (KeyError, ValueError, TypeError) as exc:
-                if not skip_bad:
-                    raise BadInputError(
-                        f"{uri} line {lineno} does not match the schema ({exc!r}); fix the "
-                        "data or pass --skip-bad-records to skip such rows"
-                    ) from exc
-                bad += 1
-                continue
-            for k, v in values.items():
-                out[k].append(v)
-    arrays = {f.name: np.array(out[f.name]).reshape(-1, *f.shape) for f in cols}
-    for f in cols:
-        if f.dtype != "string":
-            arrays[f.name] = arrays[f.name].astype(f.dtype)
-    return arrays, total, bad
-
-
-def make_dataset(
-    patterns: str | list[str],
-    schema: Schema,
-    batch_size: int,
-    *,
-    training: bool,
-    staging_dir: str | None = None,
-    skip_bad_records: bool = False,
-    seed: int | None = None,
-    what: str = "--train-files",
-) -> tuple[tf.data.Dataset, DataStats]:
-    """A batched ``(features, label)`` dataset and the record counts.
-
-    Raises NotFoundError when nothing matches, BadInputError on a schema mismatch (unless
-    ``skip_bad_records``) or when no usable record remains.
-    """
-    files = resolve_files(patterns, what)
-    for f in files:
-        if _format_of(f) is None:
-            raise BadInputError(
-                f"{f}: unknown file type; use .tfrecord (.tfrecord.gz for GZIP), .csv or .jsonl"
-            )
-    staging_dir = staging_dir or tempfile.mkdtemp(prefix="data-")
-    local = stage_files(files, staging_dir)
-    stats = DataStats(files=len(files))
-    tfrecords: dict[str, list[str]] = {"": [], "GZIP": []}
-    tables = []
-    for loc, uri in zip(local, files, strict=True):
-        fmt = _format_of(uri)
-        if fmt.startswith("tfrecord"):
-            compression = "GZIP" if fmt == "tfrecord_gzip" else ""
-            n, bad = _check_tfrecord(loc, uri, schema, skip_bad_records, compression)
-            tfrecords[compression].append(loc)
-        else:
-            arrays, n, bad = _read_table(loc, uri, fmt, schema, skip_bad_records)
-            tables.append(arrays)
-        stats.records += n
-        stats.bad += bad
-    if bad_share := stats.bad:
-        log.warning(
-            "skipped %d of %d records that do not match the schema (%s)",
-            bad_share,
-            stats.records,
-            what,
-        )
-    if stats.records - stats.bad <= 0:
-        raise BadInputError(
-            f"{what} {patterns}: no usable records in {len(files)} file(s); "
-            "check the files are not empty and match the schema"
-        )
+def _tfrecord_dataset(
+    paths: list[str], schema: Schema, training: bool, skip_bad: bool
+) -> tf.data.Dataset:
+    """Parsed ``(features by input name, label)`` records of TFRecord shards, interleaved."""
     spec = feature_spec(schema, with_label=True)
+    renames = {f.name: f.input_name for f in schema.features}
     label = schema.label.name
 
     def split(parsed):
-        parsed = dict(parsed)
-        y = parsed.pop(label)
-        return parsed, y
+        features = {renames[k]: v for k, v in parsed.items() if k != label}
+        return features, parsed[label]
 
     parts = []
-    for compression, paths in tfrecords.items():
-        if not paths:
+    for compression in ("", "GZIP"):
+        group = [p for p in paths if _compression(p) == compression]
+        if not group:
             continue
-        names = tf.data.Dataset.from_tensor_slices(paths)
-        records = names.interleave(
+        records = tf.data.Dataset.from_tensor_slices(group).interleave(
             lambda p, c=compression: tf.data.TFRecordDataset(p, compression_type=c),
-            cycle_length=min(len(paths), 8),
+            cycle_length=min(len(group), 8),
             num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=not training,
         )
-        if skip_bad_records:
+        if skip_bad:
             ds = (
                 records.map(
                     lambda r: tf.io.parse_single_example(r, spec),
@@ -443,30 +416,238 @@ def make_dataset(
                 .unbatch()
             )
         parts.append(ds.map(split))
-    for arrays in tables:
-        y = arrays.pop(label)
-        parts.append(tf.data.Dataset.from_tensor_slices((arrays, y)))
+    return _concatenate(parts)
+
+
+def _concatenate(parts: list[tf.data.Dataset]) -> tf.data.Dataset:
     ds = parts[0]
     for p in parts[1:]:
         ds = ds.concatenate(p)
-    size = sum(os.path.getsize(p) for p in local)
-    if size <= MEMORY_CACHE_BYTES:
+    return ds
+
+
+def _batched(
+    ds: tf.data.Dataset,
+    usable: int,
+    cache_bytes: int,
+    batch_size: int,
+    training: bool,
+    seed: int | None,
+) -> tf.data.Dataset:
+    """Cache (when small), shuffle (training), batch, size and prefetch a record dataset."""
+    if cache_bytes <= MEMORY_CACHE_BYTES:
         ds = ds.cache()
     if training:
-        ds = ds.shuffle(min(stats.records, 10_000), seed=seed, reshuffle_each_iteration=True)
+        ds = ds.shuffle(min(usable, 10_000), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
-    # The count is known from the check above; telling tf.data lets Keras size its epochs.
-    usable = stats.records - stats.bad
+    # The count is known from reading the input; telling tf.data lets Keras size its epochs.
     ds = ds.apply(tf.data.experimental.assert_cardinality(-(-usable // batch_size)))
     ds = ds.prefetch(tf.data.AUTOTUNE)
     options = tf.data.Options()
     # Shards are already split across workers by the strategy's data sharding of batches.
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    return ds.with_options(options), stats
+    return ds.with_options(options)
+
+
+def dataset_from_sources(
+    sources: list[Source],
+    schema: Schema,
+    batch_size: int,
+    *,
+    training: bool,
+    skip_bad_records: bool = False,
+    seed: int | None = None,
+    what: str = "--train-files",
+) -> tuple[tf.data.Dataset, DataStats]:
+    """A batched ``(features by input name, label)`` dataset of staged files, and counts.
+
+    TFRecord shards are checked against the schema once (a mismatch names the file) and
+    then streamed; tables (CSV, JSON lines) are read into memory with the schema.
+    """
+    stats = DataStats(files=len(sources))
+    tfrecords = [s for s in sources if s.fmt == "tfrecord"]
+    tables = [s for s in sources if s.fmt != "tfrecord"]
+    parts = []
+    for src in tfrecords:
+        n, bad = _check_tfrecord(src, schema, skip_bad_records)
+        stats.records += n
+        stats.bad += bad
+    if tfrecords:
+        paths = [s.local for s in tfrecords]
+        parts.append(_tfrecord_dataset(paths, schema, training, skip_bad_records))
+    if tables:
+        table = tabular.read_columns(tables, schema, skip_bad_records)
+        stats.records += table.stats.records
+        stats.bad += table.stats.bad
+        stats.missing_target += table.stats.missing_target
+        parts.append(tf.data.Dataset.from_tensor_slices((table.features, table.labels)))
+    if stats.bad:
+        log.warning(
+            "skipped %d of %d records that do not match the schema (%s)",
+            stats.bad,
+            stats.records,
+            what,
+        )
+    if stats.usable <= 0:
+        raise BadInputError(
+            f"{what} {', '.join(s.uri for s in sources[:3])}: no usable records in "
+            f"{len(sources)} file(s); check the files are not empty and match the schema"
+        )
+    size = sum(os.path.getsize(s.local) for s in sources)
+    ds = _batched(_concatenate(parts), stats.usable, size, batch_size, training, seed)
+    return ds, stats
+
+
+def make_dataset(
+    patterns: str | list[str],
+    schema: Schema,
+    batch_size: int,
+    *,
+    training: bool,
+    staging_dir: str | None = None,
+    skip_bad_records: bool = False,
+    seed: int | None = None,
+    what: str = "--train-files",
+    data_format: str | None = None,
+) -> tuple[tf.data.Dataset, DataStats]:
+    """A batched ``(features, label)`` dataset and the record counts; features are keyed
+    by the schema's input names.
+
+    Raises NotFoundError when nothing matches, BadInputError on a schema mismatch (unless
+    ``skip_bad_records``) or when no usable record remains.
+    """
+    staging_dir = staging_dir or tempfile.mkdtemp(prefix="data-")
+    sources = stage_sources(patterns, staging_dir, data_format, what)
+    return dataset_from_sources(
+        sources,
+        schema,
+        batch_size,
+        training=training,
+        skip_bad_records=skip_bad_records,
+        seed=seed,
+        what=what,
+    )
+
+
+@dataclass
+class TrainingData:
+    """What :func:`load_tabular` gives the trainer: the schema and the batched datasets.
+
+    ``schema_inferred`` is True when no ``schema.json`` was found and the files' columns
+    made it; the trainer writes it into the export either way.
+    """
+
+    schema: Schema
+    train: tf.data.Dataset
+    train_stats: DataStats
+    eval: tf.data.Dataset | None = None
+    eval_stats: DataStats | None = None
+    schema_inferred: bool = False
+
+
+def find_schema(schema_file: str | None, first_file: str) -> Schema | None:
+    """``schema_file``, else ``schema.json`` beside the first training file, else None."""
+    if schema_file:
+        return Schema.load(schema_file)
+    path = storage.join(_parent(first_file), SCHEMA_FILE)
+    return Schema.load(path) if storage.exists(path) else None
+
+
+def _parent(path: str) -> str:
+    return path.rstrip("/").rsplit("/", 1)[0] if storage.is_gcs(path) else os.path.dirname(path)
+
+
+def _default_target(sources: list[Source]) -> str:
+    src = sources[0]
+    columns = tabular.csv_header(src) if src.fmt == "csv" else _jsonl_keys(src)
+    for name in DEFAULT_TARGETS:
+        if name in columns:
+            return name
+    shown = [c for c in columns if c not in tabular.PANDAS_INDEX_HEADERS]
+    raise UsageError(
+        f"which column is the target? pass --target-column NAME ({src.uri} has the columns {shown})"
+    )
+
+
+def _jsonl_keys(src: Source) -> list[str]:
+    for _, row in tabular.iter_rows(src, skip_bad=True, stats=tabular.TableStats()):
+        return list(row)
+    return []
+
+
+def load_tabular(
+    train_files: str | list[str],
+    eval_files: str | list[str] | None = None,
+    *,
+    data_format: str | None = None,
+    target_column: str | None = None,
+    schema_file: str | None = None,
+    task: str | None = None,
+    batch_size: int = 128,
+    skip_bad_records: bool = False,
+    seed: int | None = None,
+    staging_dir: str | None = None,
+) -> TrainingData:
+    """The trainer's data: the schema and batched train (and eval) datasets.
+
+    ``train_files``/``eval_files`` are comma-separated globs or lists of CSV, JSON-lines or
+    TFRecord files, each optionally gzipped, local or ``gs://`` (copied to ``staging_dir``
+    first). ``data_format`` (``csv``, ``jsonl``, ``tf-record``: Vertex's
+    ``AIP_DATA_FORMAT``) overrides what the file names say. The schema is ``schema_file``,
+    else ``schema.json`` beside the first training file, else inferred from the training
+    files (tables or tf.Examples; see :mod:`trainer.tabular`) with ``target_column`` as the
+    label (default: a column named ``label`` or ``target``) and ``task`` (default
+    classification).
+
+    Example:
+        >>> data = load_tabular("gs://b/wine/train.csv", "gs://b/wine/eval.csv",
+        ...                     target_column="target")  # doctest: +SKIP
+        >>> data.schema.feature_names[:2], data.train_stats.usable  # doctest: +SKIP
+        (['alcohol', 'malic_acid'], 142)
+    """
+    staging_dir = staging_dir or tempfile.mkdtemp(prefix="data-")
+    train = stage_sources(train_files, os.path.join(staging_dir, "train"), data_format)
+    schema = find_schema(schema_file, train[0].uri)
+    inferred = schema is None
+    if schema is None:
+        schema = tabular.infer_schema(
+            train, target_column or _default_target(train), task, skip_bad_records
+        )
+    else:
+        if target_column and target_column != schema.label.name:
+            raise UsageError(
+                f"--target-column {target_column!r} but the schema's label is "
+                f"{schema.label.name!r}; drop one of them or fix the schema"
+            )
+        if task and task != schema.task:
+            raise UsageError(f"--task {task} but the schema's task is {schema.task}")
+    train_ds, train_stats = dataset_from_sources(
+        train,
+        schema,
+        batch_size,
+        training=True,
+        skip_bad_records=skip_bad_records,
+        seed=seed,
+    )
+    result = TrainingData(schema, train_ds, train_stats, schema_inferred=inferred)
+    if eval_files:
+        sources = stage_sources(
+            eval_files, os.path.join(staging_dir, "eval"), data_format, "--eval-files"
+        )
+        result.eval, result.eval_stats = dataset_from_sources(
+            sources,
+            schema,
+            batch_size,
+            training=False,
+            skip_bad_records=skip_bad_records,
+            what="--eval-files",
+        )
+    return result
 
 
 def load_arrays(path: str, x_key: str | None = None, y_key: str | None = None):
-    """Feature columns and labels from a ``.npz`` (keys ``x``/``y`` by default) or a ``.csv``."""
+    """Features and labels from a ``.npz`` file (arrays ``x``/``y``, or ``x_train``/``y_train``,
+    unless ``x_key``/``y_key`` name others). CSV files are read by :mod:`trainer.tabular`."""
     data = storage.read_bytes(path)
     if path.endswith(".npz"):
         npz = np.load(io.BytesIO(data), allow_pickle=False)

@@ -11,12 +11,14 @@ are uploaded last.
 Signature contract of the SavedModel (``tf.saved_model.load(path).signatures[name]``):
 
 ``serving_default``
-    Inputs: one tensor per schema feature, named after the feature, with the feature's dtype
-    and shape plus a leading batch dimension of any size. JSON instances
-    ``{"pixels": [...]}`` map onto it directly.
+    Inputs: one tensor per schema feature, named by the feature's ``input_name`` (its name
+    made safe for TensorFlow: ``mean radius`` -> ``mean_radius``), with the feature's dtype
+    and shape plus a leading batch dimension of any size. JSON instances keyed by the
+    original names (``{"mean radius": 14.2}``) map onto it through the export's schema.json.
 ``serving_tf_example`` (:data:`jobcommon.exports.TF_EXAMPLE_SIGNATURE`)
     Input ``examples``: a 1-D string tensor of serialized ``tf.Example`` protos whose
-    features follow the schema (fixed length; the label may be present and is ignored).
+    features follow the schema, keyed by the original names (fixed length; the label may be
+    present and is ignored).
 
 Outputs, the same for both signatures:
 
@@ -57,10 +59,18 @@ def tf_dtype(feature: Feature) -> tf.DType:
 
 def feature_spec(schema: Schema, with_label: bool = False) -> dict[str, tf.io.FixedLenFeature]:
     """The ``tf.io.parse_example`` spec of a schema (fixed-length features)."""
-    spec = {f.name: tf.io.FixedLenFeature(f.shape, tf_dtype(f)) for f in schema.features}
+    spec = {
+        f.name: tf.io.FixedLenFeature(f.shape, tf_dtype(f), default_value=_missing(f))
+        for f in schema.features
+    }
     if with_label:
         spec[schema.label.name] = tf.io.FixedLenFeature(schema.label.shape, tf_dtype(schema.label))
     return spec
+
+
+def _missing(f: Feature) -> float | None:
+    """A scalar numeric feature with a training mean may be absent: NaN, imputed by the model."""
+    return float("nan") if f.mean is not None and not f.shape and f.dtype == "float32" else None
 
 
 def _outputs(raw: tf.Tensor, schema: Schema) -> dict[str, tf.Tensor]:
@@ -85,8 +95,11 @@ def write_savedmodel(model: keras.Model, schema: Schema, local_dir: str) -> None
         raise ValueError("write_savedmodel writes locally; use export_model for gs:// targets")
     archive = keras.export.ExportArchive()
     archive.track(model)
+    # Signature arguments must be safe TensorFlow names: the schema's input names (batch
+    # prediction maps the original column names onto them through the schema.json).
     named_specs = {
-        f.name: tf.TensorSpec([None, *f.shape], tf_dtype(f), name=f.name) for f in schema.features
+        f.input_name: tf.TensorSpec([None, *f.shape], tf_dtype(f), name=f.input_name)
+        for f in schema.features
     }
     parse_spec = feature_spec(schema)
 
@@ -94,8 +107,8 @@ def write_savedmodel(model: keras.Model, schema: Schema, local_dir: str) -> None
         return _outputs(model(model_inputs(model, schema, features), training=False), schema)
 
     def serve_examples(examples):
-        features = tf.io.parse_example(examples, parse_spec)
-        return serve_features(features)
+        parsed = tf.io.parse_example(examples, parse_spec)
+        return serve_features({f.input_name: parsed[f.name] for f in schema.features})
 
     archive.add_endpoint(name="serving_default", fn=serve_features, input_signature=[named_specs])
     archive.add_endpoint(

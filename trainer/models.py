@@ -119,31 +119,15 @@ def parse_hidden_units(text: str) -> tuple[int, ...]:
 
 
 def _inputs(schema: Schema) -> dict:
-    import keras
+    from trainer import preprocessing
 
-    for f in schema.features:
-        if f.dtype == "string":
-            raise UsageError(
-                f"feature {f.name!r} is a string: the built-in models take numbers only; "
-                "encode it in the data or pass --model-module with your own model"
-            )
-    return {
-        f.name: keras.Input(shape=tuple(f.shape), name=f.name, dtype=f.dtype)
-        for f in schema.features
-    }
+    return preprocessing.model_inputs(schema)
 
 
-def _flat(inputs: dict):
-    import keras
+def _flat(inputs: dict, schema: Schema):
+    from trainer import preprocessing
 
-    parts = []
-    for name, t in inputs.items():
-        if len(t.shape) == 1:  # a scalar feature: [batch] -> [batch, 1]
-            t = keras.layers.Reshape((1,), name=f"col_{name}")(t)
-        elif len(t.shape) > 2:
-            t = keras.layers.Flatten(name=f"flat_{name}")(t)
-        parts.append(keras.ops.cast(t, "float32"))
-    return parts[0] if len(parts) == 1 else keras.layers.Concatenate()(parts)
+    return preprocessing.concatenated(schema, inputs)
 
 
 def _head(x, schema: Schema):
@@ -156,7 +140,9 @@ def _head(x, schema: Schema):
         return keras.layers.Dense(
             schema.num_classes, activation="softmax", name="probabilities", dtype="float32"
         )(x)
-    return keras.layers.Dense(max(1, schema.label.size), name="predictions", dtype="float32")(x)
+    from trainer import preprocessing
+
+    return preprocessing.regression_output(x, schema)
 
 
 def _image_of(schema: Schema, inputs):
@@ -165,7 +151,7 @@ def _image_of(schema: Schema, inputs):
     if len(schema.features) != 1:
         raise UsageError("--model cnn takes one image feature; this schema has several")
     f = schema.features[0]
-    x = keras.ops.cast(inputs[f.name], "float32")
+    x = keras.ops.cast(inputs[f.input_name], "float32")
     if len(f.shape) == 1:
         side = math.isqrt(f.shape[0])
         if side * side != f.shape[0]:
@@ -182,13 +168,13 @@ def _image_of(schema: Schema, inputs):
 
 
 def _linear(hp: Any, schema: Schema, inputs: dict):
-    return _flat(inputs)
+    return _flat(inputs, schema)
 
 
 def _mlp(hp: Any, schema: Schema, inputs: dict):
     import keras
 
-    x = _flat(inputs)
+    x = _flat(inputs, schema)
     dropout = float(hp.get("dropout"))
     for i, n in enumerate(_units(hp)):
         x = keras.layers.Dense(n, activation="relu", name=f"dense_{i}")(x)
@@ -292,7 +278,7 @@ def model_inputs(model, schema: Schema, features: dict):
     """What to pass to ``model``: the feature dict, or the lone tensor for one-input models."""
     if takes_dict(model, schema):
         return features
-    return features[schema.features[0].name]
+    return features[schema.features[0].input_name]
 
 
 def ensure_built(model, schema: Schema) -> None:
@@ -306,7 +292,7 @@ def ensure_built(model, schema: Schema) -> None:
     import numpy as np
 
     zeros = {
-        f.name: np.zeros([1, *f.shape], "float32" if f.dtype == "float32" else f.dtype)
+        f.input_name: np.zeros([1, *f.shape], "float32" if f.dtype == "float32" else f.dtype)
         for f in schema.features
         if f.dtype != "string"
     }

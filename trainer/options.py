@@ -127,6 +127,7 @@ class TrainerOptions:
     train_files: str | None = None
     eval_files: str | None = None
     schema_file: str | None = None
+    target_column: str | None = None
     scratch_dir: str | None = None
     learning_rate: float = 1e-3
     batch_size: int = 128
@@ -246,9 +247,9 @@ class TrainerOptions:
             )
 
 
-def _add(parser, flag: str, **kwargs) -> None:
+def _add(parser, flag: str, *aliases: str, **kwargs) -> None:
     """Add ``--a-b`` and its ``--a_b`` spelling (tuning services pass parameter ids as flags)."""
-    names = [flag]
+    names = [flag, *aliases]
     if "-" in flag[2:]:
         names.append("--" + flag[2:].replace("-", "_"))
     parser.add_argument(*names, **kwargs)
@@ -283,7 +284,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add(
         where,
         "--schema-file",
-        help="schema.json; default: schema.json beside the first training file",
+        help="schema.json; default: schema.json beside the first training file, else one "
+        "inferred from the CSV / JSON-lines columns (written into the export)",
+    )
+    _add(
+        where,
+        "--target-column",
+        "--label",
+        help="the column to predict when the schema is inferred "
+        "(default: a column named label or target)",
     )
     _add(where, "--scratch-dir", help="local working directory (default: a temporary one)")
     hp = p.add_argument_group("hyperparameters")

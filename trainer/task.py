@@ -33,7 +33,7 @@ from typing import Any
 from jobcommon import cli, clock, storage
 from jobcommon.errors import BadInputError, UsageError, first_line
 from jobcommon.logs import setup_logging
-from jobcommon.schema import SCHEMA_FILE, Schema
+from jobcommon.schema import Schema
 from trainer import models, options
 from trainer.options import Dirs, TrainerOptions, build_parser
 
@@ -116,56 +116,26 @@ def choose_strategy(opts: TrainerOptions):
     return strategy_for(cluster, gpus), cluster
 
 
-def _parent(path: str) -> str:
-    return path.rstrip("/").rsplit("/", 1)[0] if storage.is_gcs(path) else os.path.dirname(path)
-
-
-def load_schema(opts: TrainerOptions) -> Schema:
-    """``--schema-file``, else ``schema.json`` beside the first training file."""
-    from trainer.data import resolve_files
-
-    if opts.schema_file:
-        schema = Schema.load(opts.schema_file)
-    else:
-        first = resolve_files(opts.train_patterns)[0]
-        path = storage.join(_parent(first), SCHEMA_FILE)
-        if not storage.exists(path):
-            raise UsageError(
-                f"no schema: {path} does not exist; pass --schema-file, or write the data with "
-                "python -m trainer.convert (it writes schema.json beside the shards)"
-            )
-        schema = Schema.load(path)
-    if opts.task and opts.task != schema.task:
-        raise UsageError(f"--task {opts.task} but the schema's task is {schema.task}")
-    return schema
-
-
 def load_data(opts: TrainerOptions, scratch: str) -> TrainingData:
-    """The schema and the batched train (and eval) datasets, files staged below ``scratch``."""
+    """The schema (found or inferred) and the batched train (and eval) datasets, files
+    staged below ``scratch`` (see :func:`trainer.data.load_tabular`)."""
     from trainer import data
 
-    schema = load_schema(opts)
-    train, train_stats = data.make_dataset(
+    loaded = data.load_tabular(
         opts.train_patterns,
-        schema,
-        opts.batch_size,
-        training=True,
-        staging_dir=os.path.join(scratch, "train-data"),
+        opts.eval_patterns,
+        data_format=opts.data_format,
+        target_column=opts.target_column,
+        schema_file=opts.schema_file,
+        task=opts.task,
+        batch_size=opts.batch_size,
         skip_bad_records=opts.skip_bad_records,
         seed=opts.seed,
+        staging_dir=os.path.join(scratch, "data"),
     )
-    result = TrainingData(schema, train, train_stats)
-    if opts.eval_patterns:
-        result.eval, result.eval_stats = data.make_dataset(
-            opts.eval_patterns,
-            schema,
-            opts.batch_size,
-            training=False,
-            staging_dir=os.path.join(scratch, "eval-data"),
-            skip_bad_records=opts.skip_bad_records,
-            what="--eval-files",
-        )
-    return result
+    return TrainingData(
+        loaded.schema, loaded.train, loaded.train_stats, loaded.eval, loaded.eval_stats
+    )
 
 
 def objective(opts: TrainerOptions, data: TrainingData) -> str:
@@ -295,8 +265,9 @@ def evaluate(opts: TrainerOptions, model, data: TrainingData, history: dict, sec
     """The run's metrics: record counts, time, and the final evaluation on the eval split."""
     stats = data.train_stats
     metrics = {
-        "train_records": stats.records - stats.bad,
+        "train_records": stats.usable,
         "train_bad_records": stats.bad,
+        "train_records_without_target": stats.missing_target,
         "train_seconds_this_attempt": round(seconds, 3),
         "epochs": opts.epochs,
     }
@@ -306,8 +277,9 @@ def evaluate(opts: TrainerOptions, model, data: TrainingData, history: dict, sec
     if data.eval is not None:
         result = model.evaluate(data.eval, verbose=0, return_dict=True)
         metrics.update({k: float(v) for k, v in result.items()})
-        metrics["eval_records"] = data.eval_stats.records - data.eval_stats.bad
+        metrics["eval_records"] = data.eval_stats.usable
         metrics["eval_bad_records"] = data.eval_stats.bad
+        metrics["eval_records_without_target"] = data.eval_stats.missing_target
     log.info("final evaluation: %s", json.dumps(metrics), extra={"json_fields": metrics})
     return metrics
 
@@ -359,8 +331,8 @@ def train(opts: TrainerOptions, dirs: Dirs, scratch: str) -> RunResult:
     log.info(
         "training %s on %d records (%d skipped) for %d epochs, %s, %d worker(s)",
         model.name,
-        stats.records - stats.bad,
-        stats.bad,
+        stats.usable,
+        stats.bad + stats.missing_target,
         opts.epochs,
         json.dumps(models.hparams_dict(hp)),
         cluster.num_workers,
