@@ -8,9 +8,9 @@ once.
 
 Example:
     >>> parser = build_parser()
-    >>> args, beam_args = parser.parse_known_args(["--input-paths", "gs://b/in/*.jsonl",
-    ...     "--data-format", "jsonl", "--output-path", "gs://b/out", "--model-dir", "gs://b/m",
-    ...     "--direct_num_workers=2"])
+    >>> args, beam_args = parser.parse_known_args(["--input-paths", "gs://bkt/in/*.jsonl",
+    ...     "--data-format", "jsonl", "--output-path", "gs://bkt/out", "--model-dir",
+    ...     "gs://bkt/m", "--direct_num_workers=2"])
     >>> opts = resolve(args)
     >>> opts.data_format, opts.batch_size, opts.layout, beam_args
     ('JSON', 64, 'legacy', ['--direct_num_workers=2'])

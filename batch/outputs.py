@@ -24,10 +24,10 @@ removes it. A run that finds the marker (an earlier run of the job was killed) r
 run's files before writing its own, so a rerun leaves exactly one complete set.
 
 Example:
-    >>> layout = Layout(LEGACY)
+    >>> layout = Layout("legacy")
     >>> layout.results.name("gs://b/out", 0, 2), layout.stats_path("gs://b/out")
     ('gs://b/out/prediction.results-00000-of-00002', 'gs://b/out/prediction.errors_stats-00000-of-00001')
-    >>> vertex = Layout(VERTEX)
+    >>> vertex = Layout("vertex")
     >>> vertex.results.name("gs://b/out/d", 0, 2), vertex.errors.pattern("gs://b/out/d")
     ('gs://b/out/d/predictions_0001.jsonl', 'gs://b/out/d/errors_*.jsonl')
     >>> vertex.error_row(b'"key":"7"', "bad_b64", "not base64")
