@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from batch import dataflow, options
@@ -106,3 +108,37 @@ def test_dataflow_needs_gcs_paths_and_a_project(trained, tmp_path):
         args, beam_args = parser.parse_known_args(base + extra)
         with pytest.raises(UsageError, match=message):
             dataflow.pipeline_options(options.resolve(args), beam_args)
+
+
+def test_vertex_body_settings_reach_dataflow(trained, tmp_path):
+    model_dir = trained["model_dir"]
+    bucket = model_dir.split("/")[2]
+    spec = tmp_path / "job.json"
+    spec.write_text(
+        json.dumps(
+            {
+                "displayName": "Digits_vertex_batch",
+                "unmanagedContainerModel": {"artifactUri": model_dir},
+                "inputConfig": {
+                    "instancesFormat": "tf-record-gzip",
+                    "gcsSource": {"uris": [f"gs://{bucket}/in/*.tfrecord.gz"]},
+                },
+                "outputConfig": {
+                    "predictionsFormat": "jsonl",
+                    "gcsDestination": {"outputUriPrefix": f"gs://{bucket}/vout"},
+                },
+                "dedicatedResources": {
+                    "machineSpec": {"machineType": "n1-standard-4"},
+                    "maxReplicaCount": 6,
+                },
+            }
+        )  # fmt: skip
+    )
+    pipeline_options, pipeline = _build(
+        ["--job-spec", str(spec), "--runner", "DataflowRunner", "--project", "demo-proj",
+         "--region", "us-east1", "--no_auth"]
+    )  # fmt: skip
+    opts = pipeline_options.get_all_options()
+    assert opts["max_num_workers"] == 6 and opts["job_name"] == "digits-vertex-batch"
+    assert opts["temp_location"] == f"gs://{bucket}/tmp/batch-predict"
+    assert opts["sdk_container_image"] == "us-docker.pkg.dev/demo-proj/cloud-ml-jobs/batch:latest"

@@ -325,3 +325,23 @@ def test_unknown_fields_are_named(trained, bucket, capfd):
     logged = capfd.readouterr().err
     for field in ("labels", "colour", "instanceConfig.keyFeild"):
         assert f"job spec field {field} ignored" in logged, field
+
+
+def test_a_rerun_removes_the_directory_an_interrupted_run_left(trained, bucket):
+    """An earlier run of the same job that was killed left a marked, partial directory: the
+    rerun removes it, so one complete prediction directory remains."""
+    stale = f"{bucket}/out/prediction-again-2026-01-01T00:00:00.000Z"
+    storage.write_text(f"{stale}/.batch-predict-running", "started\n")
+    storage.write_text(f"{stale}/predictions_0001.jsonl", '{"instance": 1, "prediction": 2}\n')
+    finished = f"{bucket}/out/prediction-other-2026-01-01T00:00:00.000Z/predictions_0001.jsonl"
+    storage.write_text(finished, "{}\n")  # another job's finished output stays
+    write_lines(f"{bucket}/in/a.jsonl", [json.dumps(r.tolist()) for r in trained["x"][:12]])
+    body = vertex_body(
+        "again", "jsonl", [f"{bucket}/in/a.jsonl"], f"{bucket}/out", trained["model_dir"]
+    )
+    assert run_body(bucket, body) == 0
+    out = vertex_outputs(f"{bucket}/out", "again")
+    assert out["dir"] != stale and not storage.glob(f"{stale}/*")
+    assert len(out["predictions"]) == 12
+    assert ".batch-predict-running" not in out["files"]
+    assert storage.exists(finished)
