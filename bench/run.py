@@ -78,9 +78,7 @@ def chart(rows: list[Row], path: str) -> None:
     labels = [_short(f"{r.benchmark}: {r.measure}".replace("`", "")) for r in rows]
     # Plot how far each ratio is from its target: >= 1 means the target is met.
     score = [
-        (r.target / r.achieved if r.lower_is_better else r.achieved / r.target)
-        if r.achieved
-        else 0
+        (r.target / r.achieved if r.lower_is_better else r.achieved / r.target) if r.achieved else 0
         for r in rows
     ]
     fig, ax = plt.subplots(figsize=(15, 0.45 * len(rows) + 1.2))
