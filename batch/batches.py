@@ -113,7 +113,7 @@ def stack(rows: Sequence[dict[str, Any]], specs: dict[str, InputSpec]) -> dict[s
 def _bad(line: bytes, err: RecordError, head: bytes | None = None) -> ErrorTuple:
     """The error tuple of a line: its row head when known (and short enough to echo), else
     the line itself as raw bytes (a bounded prefix of it)."""
-    if head is not None and len(head) <= instances.ECHO_BYTES + 16:
+    if head is not None and len(head) <= instances.ECHO_BYTES:
         return head, err.kind, err.message
     return instances.raw_record(line), err.kind, instances.echo_note(err.message, len(line))
 

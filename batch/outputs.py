@@ -52,6 +52,8 @@ READ = "records_read"
 PREDICTED = "predictions"
 FAILED = "errors"
 RUNNING_MARKER = ".batch-predict-running"
+# A row head is its record's text plus at most this much (``"instance":``, a key's quotes).
+_HEAD_SLACK = 64
 
 DUMP_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 
@@ -105,6 +107,10 @@ class Layout:
         (``b'"instance":...'``, see :mod:`batch.batches`).
         """
         message = message[: instances.MESSAGE_CHARS]
+        if isinstance(meta, bytes) and len(meta) > instances.ECHO_BYTES + _HEAD_SLACK:
+            # A huge instance (say the model failed on it): echo a bounded prefix only.
+            text = meta.partition(b":")[2] if meta.startswith(b'"instance":') else meta
+            meta, message = instances.raw_record(text), instances.echo_note(message, len(text))
         if self.vertex:
             status = instances.STATUS.get(kind, instances.DEFAULT_STATUS)
             error = {"status": status, "message": f"{kind}: {message}"}

@@ -26,6 +26,7 @@ from tests.batch_helpers import (
     read_rows,
     read_stats,
     repo_root,
+    save_bytes_model,
     save_columns_model,
     save_failing_model,
     trained_fixture,  # noqa: F401  (the session's trained model)
@@ -205,6 +206,24 @@ def test_an_error_row_of_a_huge_instance_echoes_only_a_prefix(trained, tmp_path)
     assert error["error"]["kind"] == "wrong_shape"
     assert f"a record of {len(huge)} bytes" in error["error"]["message"]
     assert base64.b64decode(error["raw"]["b64"]) == huge[:8192]
+
+
+def test_a_huge_instance_the_model_fails_on_is_echoed_as_a_prefix(tmp_path):
+    model = str(tmp_path / "model")
+    save_bytes_model(model)
+    payload = np.arange(250_003, dtype=np.float32).tobytes()  # not a multiple of 64 floats
+    line = json_line({"image_bytes": {"b64": base64.b64encode(payload).decode()}})
+    (tmp_path / "in.jsonl").write_bytes(line + b"\n")
+    out = tmp_path / "out"
+    assert run(
+        "--input-paths", str(tmp_path / "in.jsonl"), "--data-format", "JSON",
+        "--output-path", str(out), "--model-dir", model,
+    ) == 0  # fmt: skip
+    (error,) = read_rows(str(out), "prediction.errors")
+    assert error["error"]["kind"] == "inference_failed"
+    assert f"a record of {len(line)} bytes" in error["error"]["message"]
+    assert base64.b64decode(error["raw"]["b64"]) == line[:8192]
+    assert os.path.getsize(out / "prediction.errors-00000-of-00001") < 12_000
 
 
 def test_long_integers_are_echoed_exactly(trained, bucket):
