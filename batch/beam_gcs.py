@@ -16,8 +16,11 @@ real GCS it does nothing. ``_Credentials`` is Beam's private API; if it moves, t
 nothing and Beam merely waits as before.
 
 Example:
-    >>> configure()  # no STORAGE_EMULATOR_HOST: nothing to do
+    >>> import os
+    >>> emulator = os.environ.pop("STORAGE_EMULATOR_HOST", None)
+    >>> configure()  # against real GCS: nothing to do
     False
+    >>> os.environ.update({} if emulator is None else {"STORAGE_EMULATOR_HOST": emulator})
 """
 
 from __future__ import annotations

@@ -250,7 +250,12 @@ def resolve(args: argparse.Namespace) -> BatchOptions:
     if args.output_layout:
         layout = args.output_layout
     model_resource = values.pop("model_resource", None)
-    if model_resource and not values.get("model_dir"):
+    if model_resource and values.get("model_dir"):
+        log.warning(
+            "job spec field model ignored: the SavedModel at %s is served instead",
+            values["model_dir"],
+        )
+    elif model_resource:
         raise UsageError(
             f"job spec model {model_resource!r} is a Vertex AI Model resource, which cannot be "
             "resolved here: pass --model-dir with the model's SavedModel gs:// directory "
