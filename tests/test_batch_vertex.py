@@ -345,3 +345,21 @@ def test_a_rerun_removes_the_directory_an_interrupted_run_left(trained, bucket):
     assert len(out["predictions"]) == 12
     assert ".batch-predict-running" not in out["files"]
     assert storage.exists(finished)
+
+
+def test_listed_files_over_the_limit_are_error_rows(bytes_model, trained, bucket):
+    path, weights = bytes_model
+    small = f"{bucket}/images/small.raw"
+    storage.write_bytes(small, trained["x"][0].tobytes())  # 256 bytes
+    big = f"{bucket}/images/big.raw"
+    storage.write_bytes(big, b"\0" * 5000)
+    write_lines(f"{bucket}/in/files.txt", [small, big])
+    body = vertex_body("limits", "file-list", [f"{bucket}/in/files.txt"], f"{bucket}/out", path)
+    assert run_body(bucket, body, "--max-instance-bytes", "1000") == 0
+    out = vertex_outputs(f"{bucket}/out", "limits")
+    assert [r["instance"] for r in out["predictions"]] == [small]
+    np.testing.assert_allclose(
+        out["predictions"][0]["prediction"], trained["x"][0] @ weights, rtol=1e-5
+    )
+    (error,) = out["errors"]
+    assert error["instance"] == big and error["error"]["message"].startswith("too_large:")
