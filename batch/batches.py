@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from batch import instances
 from batch.instances import RecordError
 from batch.model import InputSpec
 from batch.outputs import DUMP_OPTIONS, output_value
+from jobcommon.errors import first_line
 
 # An error on its way to the errors output: (metadata dict or row head, kind, message).
 ErrorTuple = tuple[dict[str, Any] | bytes, str, str]
@@ -108,54 +110,179 @@ def stack(rows: Sequence[dict[str, Any]], specs: dict[str, InputSpec]) -> dict[s
     return out
 
 
+def _bad(line: bytes, err: RecordError, head: bytes | None = None) -> ErrorTuple:
+    """The error tuple of a line: its row head when known (and short enough to echo), else
+    the line itself as raw bytes (a bounded prefix of it)."""
+    if head is not None and len(head) <= instances.ECHO_BYTES:
+        return head, err.kind, err.message
+    return instances.raw_record(line), err.kind, instances.echo_note(err.message, len(line))
+
+
+def _blank(line: bytes) -> ErrorTuple:
+    return (
+        instances.raw_record(line),
+        instances.BLANK_LINE,
+        "a blank line holds no instance (each line must hold one)",
+    )
+
+
 def decode_json_batch(
-    lines: Sequence[bytes], specs: dict[str, InputSpec], key_field: str | None = None
+    lines: Sequence[bytes],
+    specs: dict[str, InputSpec],
+    shaping: instances.Shaping | None = None,
 ) -> tuple[Batch, list[ErrorTuple]]:
     """JSON lines -> (a Batch of the good ones, error tuples for the bad ones).
 
-    Blank lines are skipped. Each line is checked exactly as :func:`instances.decode_json`
-    does (same error kinds and messages).
+    Every line is a record: a blank one is a ``blank_line`` error, so that records read
+    always equal predictions plus errors. Without a key field the row head echoes the line
+    itself (the input instance, exactly as written, long integers included).
     """
+    shaping = shaping or instances.Shaping()
     heads: list[bytes] = []
     rows: list[dict[str, Any]] = []
     errors: list[ErrorTuple] = []
     loads = orjson.loads
+    plain = shaping.key_field is None and not shaping.reshapes
     for line in lines:
         text = line.strip()
         if not text:
+            errors.append(_blank(line))
             continue
+        head = None
         try:
             try:
-                value = loads(line)
+                value = loads(text) if plain else instances.loads(text)
             except orjson.JSONDecodeError as exc:
                 raise RecordError(instances.BAD_JSON, f"not valid JSON: {exc}") from None
-            if key_field is None:
-                head = b'"instance":' + text
-            else:
-                if not isinstance(value, dict) or key_field not in value:
-                    raise RecordError(
-                        instances.MISSING_KEY, f"the instance has no key field {key_field!r}"
-                    )
-                value = dict(value)
-                head = head_of({"key": value.pop(key_field)})
+            head = b'"instance":' + text
+            key, value = shaping.apply(value)
+            if key is not None:
+                head = shaping.key_head(key)
             rows.append(instances.instance_tensors(value, specs))
             heads.append(head)
         except RecordError as err:
-            errors.append((_meta_of_bad_line(line, key_field), err.kind, err.message))
+            errors.append(_bad(line, err, head))
     return Batch(heads, stack(rows, specs)), errors
 
 
-def _meta_of_bad_line(line: bytes, key_field: str | None) -> dict[str, Any]:
-    """The best description of a bad line: its parsed value or key if any, else raw bytes."""
+def csv_instance(header: Sequence[str], text: str, specs: dict[str, InputSpec]) -> dict[str, Any]:
+    """One CSV row as an object keyed by column name, each value typed by the signature
+    input of that name (or, for a model with one input that is not a column, by that
+    input); other columns stay strings.
+
+    >>> specs = {"x": InputSpec("x", "float32", (2,))}
+    >>> csv_instance(["a", "b"], "0.5,2", specs)
+    {'a': 0.5, 'b': 2.0}
+    """
+    values = next(csv.reader([text]))
+    if len(values) != len(header):
+        raise RecordError(
+            instances.WRONG_FEATURES,
+            f"the row has {len(values)} values; the header names {len(header)} columns",
+        )
+    lone = next(iter(specs.values())) if len(specs) == 1 else None
+    if lone is not None and lone.name in header:
+        lone = None
+    row = {}
+    for name, raw in zip(header, values, strict=True):
+        spec = specs.get(name, lone)
+        row[name] = raw if spec is None else _typed(name, raw, spec)
+    return row
+
+
+def _typed(column: str, raw: str, spec: InputSpec) -> Any:
+    if spec.is_string:
+        return raw
+    kind = np.dtype(spec.dtype).kind
     try:
-        value = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return instances.raw_record(line)
-    if key_field is not None:
-        if isinstance(value, dict) and key_field in value:
-            return {"key": value[key_field]}
-        return instances.raw_record(line)
-    return {"instance": value}
+        if kind in "iu":
+            return int(raw)
+        if kind == "b":
+            return {"true": True, "false": False, "1": True, "0": False}[raw.strip().lower()]
+        return float(raw)
+    except (ValueError, KeyError):
+        raise RecordError(
+            instances.WRONG_DTYPE,
+            f"column {column!r}: {raw[:100]!r} is not a {spec.dtype} value",
+        ) from None
+
+
+def decode_csv_batch(
+    header: Sequence[str],
+    lines: Sequence[bytes],
+    specs: dict[str, InputSpec],
+    shaping: instances.Shaping | None = None,
+) -> tuple[Batch, list[ErrorTuple]]:
+    """CSV rows (below a file's ``header``) -> (a Batch of the good ones, error tuples).
+
+    A model with one input that is not a column gets each row's values as one array (in
+    column order, after the key and excluded fields are taken out).
+    """
+    shaping = shaping or instances.Shaping()
+    lone = len(specs) == 1 and next(iter(specs)) not in header
+    heads: list[bytes] = []
+    rows: list[dict[str, Any]] = []
+    errors: list[ErrorTuple] = []
+    for line in lines:
+        if not line.strip():
+            errors.append(_blank(line))
+            continue
+        head = None
+        try:
+            try:
+                text = line.decode("utf-8").rstrip("\r")
+            except UnicodeDecodeError:
+                raise RecordError(instances.BAD_JSON, "the row is not UTF-8 text") from None
+            row = csv_instance(header, text, specs)
+            head = b'"instance":' + instances.dumps(row)
+            key, value = shaping.apply(row)
+            if key is not None:
+                head = shaping.key_head(key)
+            if lone and isinstance(value, dict):
+                value = list(value.values())
+            rows.append(instances.instance_tensors(value, specs))
+            heads.append(head)
+        except RecordError as err:
+            errors.append(_bad(line, err, head))
+    return Batch(heads, stack(rows, specs)), errors
+
+
+def decode_file_list_batch(
+    lines: Sequence[bytes], input_name: str, read: Any, max_bytes: int
+) -> tuple[Batch, list[ErrorTuple]]:
+    """Lines naming files -> (a Batch of their bytes for the one string input, errors).
+
+    ``read(path, limit)`` returns the file's bytes, at most ``limit + 1`` of them (so a file
+    over ``max_bytes`` is told apart without reading it whole), and raises OSError (or
+    Beam's IO errors) when it cannot. Each row's instance is the file's path.
+    """
+    heads: list[bytes] = []
+    data: list[bytes] = []
+    errors: list[ErrorTuple] = []
+    for line in lines:
+        path = line.strip()
+        if not path:
+            errors.append(_blank(line))
+            continue
+        head = b'"instance":' + orjson.dumps(path.decode("utf-8", "replace"))
+        try:
+            content = read(path.decode("utf-8"), max_bytes)
+        except UnicodeDecodeError:
+            errors.append((head, instances.UNREADABLE_FILE, "the path is not UTF-8 text"))
+            continue
+        except Exception as exc:  # Beam's filesystems raise several kinds for one failure
+            message = f"cannot read {path.decode('utf-8', 'replace')}: {first_line(exc)}"
+            errors.append((head, instances.UNREADABLE_FILE, message))
+            continue
+        if len(content) > max_bytes:
+            errors.append(
+                (head, instances.TOO_LARGE, f"the file is larger than {max_bytes} bytes "
+                 "(--max-instance-bytes)")
+            )  # fmt: skip
+            continue
+        heads.append(head)
+        data.append(content)
+    return Batch(heads, {input_name: _object_array(data)}), errors
 
 
 def decode_example_batch(
@@ -163,16 +290,19 @@ def decode_example_batch(
     input_name: str,
     feature_names: list[str] | None,
     key_field: str | None = None,
+    shaping: instances.Shaping | None = None,
 ) -> tuple[Batch, list[ErrorTuple]]:
-    """Serialized tf.Examples -> (a Batch of the good ones, error tuples for the bad ones).
+    """TFRecord records -> (a Batch of the good ones, error tuples for the bad ones), for a
+    signature with one string input ``input_name``.
 
-    Without a key field the records are not parsed here: the model's tf.Example signature
-    parses a whole batch at once, and a batch it fails on gets the careful per-record check
-    then (see :func:`batch.model_handler.check_records`). With a key field each record is
-    parsed for its key, and checked on the way.
+    Without a key field the records are not parsed here: a tf.Example signature parses a
+    whole batch at once, and a batch it fails on gets the careful per-record check then
+    (see :func:`batch.model_handler.check_records`). With a key field each record is
+    parsed as a tf.Example for its key, and checked on the way.
     """
     if key_field is None:
         return Batch(list(records), {input_name: _object_array(records)}, echo_b64=True), []
+    shaping = shaping or instances.Shaping(key_field=key_field)
     heads: list[bytes] = []
     good: list[bytes] = []
     errors: list[ErrorTuple] = []
@@ -180,9 +310,9 @@ def decode_example_batch(
         try:
             key = instances.example_key(record, feature_names, key_field)
         except RecordError as err:
-            errors.append((instances.raw_record(record), err.kind, err.message))
+            errors.append((instances.b64_head(record), err.kind, err.message))
             continue
-        heads.append(head_of({"key": key}))
+        heads.append(shaping.key_head(key))
         good.append(record)
     return Batch(heads, {input_name: _object_array(good)}), errors
 

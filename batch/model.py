@@ -4,20 +4,27 @@ TensorFlow cannot read ``gs://`` here (its own GCS filesystem ignores the emulat
 needs credentials of its own), so a model in Cloud Storage is copied to local disk through
 :mod:`jobcommon.storage` first, once per process.
 
+Serving needs TensorFlow but not Keras: :func:`import_tensorflow` imports TensorFlow without
+the Keras that ``import tensorflow`` would otherwise load eagerly (1.3-1.4 s and scikit-learn
+on 2 cores; a SavedModel's signatures are plain TF functions).
+
 Example:
     >>> model = load_model("gs://bucket/job/keras_export", "serving_default")  # doctest: +SKIP
-    >>> model.input_specs["pixels"].shape
-    (64,)
     >>> model({"pixels": np.zeros((2, 64), np.float32)})["class_id"]  # doctest: +SKIP
     array([3, 3])
+    >>> InputSpec("pixels", "float32", (64,)).describe()
+    'pixels: float32[64]'
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.abc
+import importlib.machinery
 import logging
 import os
+import sys
 import tempfile
 import threading
 from dataclasses import dataclass, field
@@ -96,8 +103,7 @@ class LoadedModel:
         return self.info.input_specs
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        import tensorflow as tf
-
+        tf = import_tensorflow()
         tensors = {}
         for name, spec in self.info.input_specs.items():
             value = batch[name]
@@ -180,6 +186,54 @@ def load_model(export_path: str, signature_name: str) -> LoadedModel:
         return _models[key]
 
 
+class _WithoutKeras(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Makes ``keras`` (and ``tf_keras``) fail to import while TensorFlow is imported.
+
+    A finder that returns None would only pass the name on to the next finder, so this one
+    claims the name with a spec of its own (no origin: TF then finds no Keras directory)
+    whose module cannot be created.
+    """
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
+        if name.partition(".")[0] in ("keras", "tf_keras"):
+            return importlib.machinery.ModuleSpec(name, self)
+        return None
+
+    def create_module(self, spec: Any) -> Any:
+        raise ModuleNotFoundError(f"No module named {spec.name!r}", name=spec.name)
+
+    def exec_module(self, module: Any) -> None:  # never reached: create_module raises
+        raise ModuleNotFoundError(module.__name__)
+
+
+_tf_lock = threading.Lock()
+
+
+def import_tensorflow() -> Any:
+    """``tensorflow``, imported without Keras when it is not imported yet.
+
+    ``import tensorflow`` imports ``keras.src.optimizers`` eagerly when Keras is installed
+    (so that Keras optimizers register themselves for SavedModels that hold them) and
+    carries on when that import fails. A served signature never needs them, so Keras is
+    hidden for the length of the import; it can still be imported normally afterwards.
+    Measured on 2 cores: ``import tensorflow`` 1.6 s instead of 3.0 s.
+    """
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"]
+    with _tf_lock:
+        if "tensorflow" in sys.modules or "keras" in sys.modules:
+            import tensorflow as tf
+
+            return tf
+        finder = _WithoutKeras()
+        sys.meta_path.insert(0, finder)
+        try:
+            import tensorflow as tf
+        finally:
+            sys.meta_path.remove(finder)
+        return tf
+
+
 def one_thread_per_call() -> None:
     """Run each signature call on its calling thread alone (TF's intra-op pool of 1 thread).
 
@@ -190,7 +244,7 @@ def one_thread_per_call() -> None:
     one thread the same rate cost 1.1 cores instead of 1.5. ``TF_NUM_INTRAOP_THREADS``,
     when set, is left to decide.
     """
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     if os.environ.get("TF_NUM_INTRAOP_THREADS"):
         return
@@ -201,7 +255,7 @@ def one_thread_per_call() -> None:
 
 
 def _load_model(export_path: str, signature_name: str) -> LoadedModel:
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     one_thread_per_call()
     local = stage_locally(export_path)

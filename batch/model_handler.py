@@ -256,8 +256,8 @@ def _split(
     model: LoadedModel, records: Batch, reruns: Any, exc: Exception
 ) -> list[dict | RecordError]:
     if len(records) == 1:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return [RecordError(INFERENCE_FAILED, f"the model failed on this instance: {first}")]
+        cause = instances.root_cause(exc)
+        return [RecordError(INFERENCE_FAILED, f"the model failed on this instance: {cause}")]
     if reruns is not None:
         reruns.inc()
     mid = len(records) // 2

@@ -1,37 +1,140 @@
-"""The rows a batch job writes: results, errors and error statistics, as JSON lines.
+"""The files a batch job writes, in either layout, and the rows in them.
+
+Legacy layout (AI Platform; flags and ``predictionInput`` bodies), in ``--output-path``:
 
 - ``prediction.results-SSSSS-of-NNNNN``: ``{"instance": ..., "prediction": ...}`` per record
-  (``"key"`` instead of ``"instance"`` with ``--key-field``); a model with one output gives
-  its value, several give an object keyed by output name; bytes are ``{"b64": ...}``.
+  (``"key"`` instead of ``"instance"`` with a key field); a model with one output gives its
+  value, several an object keyed by output name; bytes are ``{"b64": ...}``.
 - ``prediction.errors-SSSSS-of-NNNNN``: ``{"instance" | "key" | "raw": ..., "error":
-  {"kind": ..., "message": ...}}`` per failed record; ``raw`` is the record's bytes (b64)
-  when it could not be decoded at all.
+  {"kind": ..., "message": ...}}`` per failed record; ``raw`` is the record's bytes (b64,
+  at most :data:`batch.instances.ECHO_BYTES` of them) when it could not be decoded.
 - ``prediction.errors_stats-00000-of-00001``: one JSON object, ``records_read``,
   ``predictions``, ``errors`` and ``errors_by_kind``; always ``predictions + errors ==
   records_read``.
+
+Vertex AI layout (``BatchPredictionJob`` bodies, or ``--output-layout vertex``): a new
+directory ``prediction-<displayName>-<YYYY-MM-DDThh:mm:ss.sssZ>`` under the prefix with
+``predictions_0001.jsonl``, ... and, when a record failed, ``errors_0001.jsonl``, ...; rows
+are Vertex's PredictionResult: ``{"instance" | "key": ..., "prediction": ...}`` or
+``{"instance" | "key": ..., "error": {"status": <google.rpc.Code name>, "message":
+"<kind>: ..."}}``, keys as strings. The counts go to ``completion_stats.json``.
+
+While a job writes, its output directory holds :data:`RUNNING_MARKER`; the job's last step
+removes it. A run that finds the marker (an earlier run of the job was killed) removes that
+run's files before writing its own, so a rerun leaves exactly one complete set.
+
+Example:
+    >>> layout = Layout("legacy")
+    >>> layout.results.name("gs://b/out", 0, 2), layout.stats_path("gs://b/out")
+    ('gs://b/out/prediction.results-00000-of-00002', 'gs://b/out/prediction.errors_stats-00000-of-00001')
+    >>> vertex = Layout("vertex")
+    >>> vertex.results.name("gs://b/out/d", 0, 2), vertex.errors.pattern("gs://b/out/d")
+    ('gs://b/out/d/predictions_0001.jsonl', 'gs://b/out/d/errors_*.jsonl')
+    >>> vertex.error_row(b'"key":"7"', "bad_b64", "not base64")
+    b'{"key":"7","error":{"status":"INVALID_ARGUMENT","message":"bad_b64: not base64"}}'
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
-import apache_beam as beam
 import numpy as np
 import orjson
 
+from batch import instances
 from batch.instances import b64
-
-RESULTS_PREFIX = "prediction.results"
-ERRORS_PREFIX = "prediction.errors"
-STATS_PREFIX = "prediction.errors_stats"
+from batch.options import VERTEX
+from jobcommon import storage
 
 READ = "records_read"
 PREDICTED = "predictions"
 FAILED = "errors"
+RUNNING_MARKER = ".batch-predict-running"
+# A row head is its record's text plus at most this much (``"instance":``, a key's quotes).
+_HEAD_SLACK = 64
 
 DUMP_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
+
+
+@dataclass(frozen=True)
+class Shards:
+    """How the files of one output are named: ``<stem>-SSSSS-of-NNNNN`` (legacy) or
+    ``<stem>_NNNN.jsonl`` numbered from 1 (Vertex AI)."""
+
+    stem: str
+    vertex: bool = False
+    # Written even when there are no rows (an empty first shard).
+    always: bool = True
+
+    def name(self, directory: str, index: int, total: int) -> str:
+        if self.vertex:
+            return storage.join(directory, f"{self.stem}_{index + 1:04d}.jsonl")
+        return storage.join(directory, f"{self.stem}-{index:05d}-of-{total:05d}")
+
+    def pattern(self, directory: str) -> str:
+        suffix = "_*.jsonl" if self.vertex else "-*"
+        return storage.join(directory, self.stem + suffix)
+
+
+@dataclass(frozen=True)
+class Layout:
+    kind: str
+
+    @property
+    def vertex(self) -> bool:
+        return self.kind == VERTEX
+
+    @property
+    def results(self) -> Shards:
+        return Shards("predictions", True) if self.vertex else Shards("prediction.results")
+
+    @property
+    def errors(self) -> Shards:
+        if self.vertex:  # Vertex AI writes errors files only when a record failed
+            return Shards("errors", True, always=False)
+        return Shards("prediction.errors")
+
+    def stats_path(self, directory: str) -> str:
+        name = "completion_stats.json" if self.vertex else "prediction.errors_stats-00000-of-00001"
+        return storage.join(directory, name)
+
+    def error_row(self, meta: dict[str, Any] | bytes, kind: str, message: str) -> bytes:
+        """One errors line: what was read (instance, key or raw bytes) and why it failed.
+
+        ``meta`` is a dict, or the head of the record's results row already in JSON text
+        (``b'"instance":...'``, see :mod:`batch.batches`).
+        """
+        message = message[: instances.MESSAGE_CHARS]
+        if isinstance(meta, bytes) and len(meta) > instances.ECHO_BYTES + _HEAD_SLACK:
+            # A huge instance (say the model failed on it): echo a bounded prefix only.
+            text = meta.partition(b":")[2] if meta.startswith(b'"instance":') else meta
+            meta, message = instances.raw_record(text), instances.echo_note(message, len(text))
+        if self.vertex:
+            status = instances.STATUS.get(kind, instances.DEFAULT_STATUS)
+            error = {"status": status, "message": f"{kind}: {message}"}
+            if isinstance(meta, dict) and "raw" in meta:
+                meta = {"instance": meta["raw"]}
+        else:
+            error = {"kind": kind, "message": message}
+        if isinstance(meta, bytes):
+            return b"{" + meta + b',"error":' + orjson.dumps(error) + b"}"
+        return b"{" + instances.dumps(meta)[1:-1] + b',"error":' + orjson.dumps(error) + b"}"
+
+    def earlier_outputs(self, directory: str) -> list[str]:
+        """Files of this layout already in ``directory``."""
+        found = []
+        for pattern in (self.results.pattern(directory), self.errors.pattern(directory)):
+            found += storage.glob(pattern)
+        if storage.exists(self.stats_path(directory)):
+            found.append(self.stats_path(directory))
+        return found
+
+
+def vertex_run_dir(prefix: str, display_name: str, stamp: str) -> str:
+    """``<prefix>/prediction-<display name>-<stamp>``, as Vertex AI names its output."""
+    return storage.join(prefix, f"prediction-{display_name}-{stamp}")
 
 
 def _plain(value: Any) -> Any:
@@ -54,49 +157,12 @@ def output_value(value: Any) -> Any:
     return value
 
 
-def result_row(meta: dict[str, Any], prediction: dict[str, Any]) -> bytes:
-    """One results line: metadata (instance or key) plus the model's outputs."""
-    if len(prediction) == 1:
-        value = output_value(next(iter(prediction.values())))
-    else:
-        value = {name: output_value(v) for name, v in prediction.items()}
-    return orjson.dumps({**meta, "prediction": value}, option=DUMP_OPTIONS)
-
-
-def error_row(meta: dict[str, Any] | bytes, kind: str, message: str) -> bytes:
-    """One errors line: what was read (instance, key or raw bytes) and why it failed.
-
-    ``meta`` is a dict, or the head of the record's results row already in JSON text
-    (``b'"instance":...'``, see :mod:`batch.batches`).
-    """
-    error = {"kind": kind, "message": message}
-    if isinstance(meta, bytes):
-        return b"{" + meta + b',"error":' + orjson.dumps(error) + b"}"
-    return orjson.dumps({**meta, "error": error}, option=DUMP_OPTIONS)
-
-
-class CountsFn(beam.CombineFn):
-    """Sums ``(name, n)`` pairs into one dict of counts; empty input gives zeros."""
-
-    def create_accumulator(self) -> Counter:
-        return Counter()
-
-    def add_input(self, acc: Counter, element: tuple[str, int]) -> Counter:
-        acc[element[0]] += element[1]
-        return acc
-
-    def merge_accumulators(self, accumulators: Iterable[Counter]) -> Counter:
-        total: Counter = Counter()
-        for acc in accumulators:
-            total.update(acc)
-        return total
-
-    def extract_output(self, acc: Counter) -> dict[str, Any]:
-        return stats_from_counts(acc)
-
-
 def stats_from_counts(counts: Counter | dict[str, int]) -> dict[str, Any]:
-    """The errors_stats object from raw counters (``read``, ``ok`` and ``error:<kind>``)."""
+    """The errors_stats object from raw counters (``read``, ``ok`` and ``error:<kind>``).
+
+    >>> stats_from_counts({"read": 3, "ok": 2, "error:bad_json": 1})
+    {'records_read': 3, 'predictions': 2, 'errors': 1, 'errors_by_kind': {'bad_json': 1}}
+    """
     by_kind = {
         name.split(":", 1)[1]: n for name, n in sorted(counts.items()) if name.startswith("error:")
     }

@@ -1,16 +1,17 @@
-"""Write a PCollection of lines as ``<prefix>-SSSSS-of-NNNNN`` files through our storage layer.
+"""Write a PCollection of lines as numbered files (see :class:`batch.outputs.Shards`).
 
 Beam's ``WriteToText`` finalizes ``gs://`` output with batched copy/delete requests; the GCS
 emulator answers those with "not multi-part", and :mod:`jobcommon.storage` is the one place
-that talks to Cloud Storage anyway. So each bundle writes its lines to temporary files below
+that writes the job's outputs (Beam's own client only reads the input, see
+:mod:`batch.beam_gcs`). So each bundle writes its lines to temporary files below
 ``<output>/.tmp-<run>/`` (rolling over every :data:`PART_BYTES`), and one finalizing step
 moves the parts it was handed to their numbered names and removes the temporary directory.
 A retried bundle leaves its first attempt's part unnamed, and that part is removed with the
-directory, so no line is written twice. Empty input still gives one empty ``-00000-of-00001``
-file, so a job without errors has an (empty) errors file to show for it.
+directory, so no line is written twice. Empty input still gives one empty first shard when
+the naming says so (the legacy layout's errors file of a job without errors).
 
 Example:
-    >>> lines | WriteShards("gs://b/out/prediction.results")  # doctest: +SKIP
+    >>> lines | WriteShards("gs://b/out", Shards("prediction.results"))  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -26,16 +27,13 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
+from batch.outputs import Shards
 from jobcommon import storage
 
 PART_BYTES = 64 * 2**20
 # Writes queued for the writer thread before the bundle waits (about 70 MB of TFRecord
 # results at 64 records a batch).
 MAX_PENDING_WRITES = 256
-
-
-def shard_name(prefix: str, index: int, total: int) -> str:
-    return f"{prefix}-{index:05d}-of-{total:05d}"
 
 
 class _WriteParts(beam.DoFn):
@@ -125,11 +123,11 @@ def _move(src: str, dst: str) -> None:
         storage.copy(src, dst)
 
 
-def _finalize(parts: list[str], prefix: str, tmp_dir: str) -> list[str]:
+def _finalize(parts: list[str], directory: str, shards: Shards, tmp_dir: str) -> list[str]:
     parts = sorted(parts)
-    total = max(1, len(parts))
-    names = [shard_name(prefix, i, total) for i in range(total)]
-    if not parts:
+    total = max(1, len(parts)) if shards.always else len(parts)
+    names = [shards.name(directory, i, total) for i in range(total)]
+    if not parts and names:
         storage.write_bytes(names[0], b"")
     for part, name in zip(parts, names, strict=False):
         _move(part, name)
@@ -138,18 +136,19 @@ def _finalize(parts: list[str], prefix: str, tmp_dir: str) -> list[str]:
 
 
 class WriteShards(beam.PTransform):
-    """Lines (bytes or str) -> numbered files ``<prefix>-SSSSS-of-NNNNN``."""
+    """Lines (bytes or str) -> numbered files in ``directory``, named by ``shards``; the
+    output is one element, the list of file names written."""
 
-    def __init__(self, prefix: str) -> None:
+    def __init__(self, directory: str, shards: Shards) -> None:
         super().__init__()
-        self._prefix = prefix
+        self._directory = directory
+        self._shards = shards
 
     def expand(self, lines):
-        directory, _, _ = self._prefix.rpartition("/")
-        tmp_dir = storage.join(directory, f".tmp-{uuid.uuid4().hex[:12]}")
+        tmp_dir = storage.join(self._directory, f".tmp-{uuid.uuid4().hex[:12]}")
         return (
             lines
             | "WriteParts" >> beam.ParDo(_WriteParts(tmp_dir))
             | "CollectParts" >> beam.combiners.ToList()
-            | "NameShards" >> beam.Map(_finalize, self._prefix, tmp_dir)
+            | "NameShards" >> beam.Map(_finalize, self._directory, self._shards, tmp_dir)
         )

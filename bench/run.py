@@ -3,6 +3,7 @@
     python bench/run.py                # all
     python bench/run.py trainer batch  # some
     python bench/run.py --quick        # smaller sizes, for a smoke run
+    python bench/run.py --no-run       # only gather bench/results/*.json into RESULTS.md
 
 Each ``bench_<name>.py`` measures ratios against a baseline in one run and saves rows through
 ``bench/common.py``; this script runs them one after another (never in parallel: they would
@@ -77,7 +78,7 @@ def chart(rows: list[Row], path: str) -> None:
     labels = [_short(f"{r.benchmark}: {r.measure}".replace("`", "")) for r in rows]
     # Plot how far each ratio is from its target: >= 1 means the target is met.
     score = [
-        (r.target / r.ratio if r.lower_is_better else r.ratio / r.target) if r.ratio else 0
+        (r.target / r.achieved if r.lower_is_better else r.achieved / r.target) if r.achieved else 0
         for r in rows
     ]
     fig, ax = plt.subplots(figsize=(15, 0.45 * len(rows) + 1.2))

@@ -107,3 +107,102 @@ def trained_fixture(gcs):
     x = x[:N]
     expected = model.predict(x, verbose=0)
     return {"model_dir": f"{job_dir}/keras_export", "export": newest, "x": x, "expected": expected}
+
+
+def save_bytes_model(path: str) -> np.ndarray:
+    """A plain TF SavedModel (not Keras) whose one input is raw float32 bytes (64 floats);
+    returns its weights, so rows can be checked against ``x @ weights``."""
+    import tensorflow as tf
+
+    weights = np.random.default_rng(0).normal(size=(64, 3)).astype("float32")
+
+    class RawPixels(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = tf.Variable(weights)
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
+        def serve(self, image_bytes):
+            x = tf.reshape(tf.io.decode_raw(image_bytes, tf.float32), [-1, 64])
+            return {"scores": tf.matmul(x, self.w)}
+
+    module = RawPixels()
+    tf.saved_model.save(module, path, signatures={"serving_default": module.serve})
+    return weights
+
+
+WINE_COLUMNS = ("alcohol", "malic_acid", "ash")
+
+
+def save_columns_model(path: str) -> np.ndarray:
+    """A plain TF SavedModel with one float input per wine column (scalars) and a
+    tf.Example signature without a schema file; returns the weights (score = x @ w)."""
+    import tensorflow as tf
+
+    weights = np.array([0.5, -1.25, 2.0], dtype="float32")
+    specs = [tf.TensorSpec([None], tf.float32, name=c) for c in WINE_COLUMNS]
+
+    class Columns(tf.Module):
+        @tf.function(input_signature=specs)
+        def serve(self, alcohol, malic_acid, ash):
+            return {"score": alcohol * weights[0] + malic_acid * weights[1] + ash * weights[2]}
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+        def serve_examples(self, examples):
+            features = {c: tf.io.FixedLenFeature([], tf.float32) for c in WINE_COLUMNS}
+            parsed = tf.io.parse_example(examples, features)
+            return self.serve(**parsed)
+
+    module = Columns()
+    tf.saved_model.save(
+        module,
+        path,
+        signatures={
+            "serving_default": module.serve,
+            "serving_tf_example": module.serve_examples,
+        },
+    )
+    return weights
+
+
+def save_failing_model(path: str) -> None:
+    """A model that fails on some instances the input checks cannot catch: an assertion
+    on ``x`` (must be non-negative) and a lookup ``table[i]`` out of range for i >= 4."""
+    import tensorflow as tf
+
+    class Failing(tf.Module):
+        @tf.function(
+            input_signature=[
+                tf.TensorSpec([None], tf.float32, name="x"),
+                tf.TensorSpec([None], tf.int64, name="i"),
+            ]
+        )
+        def serve(self, x, i):
+            check = tf.debugging.assert_non_negative(x, message="x must be non-negative")
+            with tf.control_dependencies([check]):
+                looked_up = tf.gather(tf.constant([10.0, 20.0, 30.0, 40.0]), i)
+            return {"y": x + looked_up}
+
+    module = Failing()
+    tf.saved_model.save(module, path, signatures={"serving_default": module.serve})
+
+
+def vertex_outputs(prefix: str, display_name: str) -> dict:
+    """The one ``prediction-<display_name>-<time>`` directory under ``prefix`` and its rows."""
+    dirs = {p.rsplit("/", 1)[0] for p in storage.glob(f"{prefix}/prediction-{display_name}-*/*")}
+    assert len(dirs) == 1, dirs
+    (run_dir,) = dirs
+
+    def rows(pattern: str) -> list[dict]:
+        found = []
+        for path in sorted(storage.glob(f"{run_dir}/{pattern}")):
+            found += [orjson.loads(ln) for ln in storage.read_text(path).splitlines() if ln]
+        return found
+
+    return {
+        "dir": run_dir,
+        "files": sorted(p.rsplit("/", 1)[1] for p in storage.glob(f"{run_dir}/*")),
+        "predictions": rows("predictions_*.jsonl"),
+        "errors": rows("errors_*.jsonl"),
+        "stats": orjson.loads(storage.read_text(f"{run_dir}/completion_stats.json")),
+    }

@@ -10,6 +10,7 @@ import orjson
 
 from batch import batches, instances, sink
 from batch.model import InputSpec
+from batch.outputs import Shards
 
 PIXELS = {"pixels": InputSpec("pixels", "float32", (3,))}
 BYTES = {"data": InputSpec("data", "string", ())}
@@ -18,7 +19,7 @@ BYTES = {"data": InputSpec("data", "string", ())}
 def _lines() -> list[bytes]:
     return [
         b'{"id": 1, "pixels": [0.5, 1, 2.25]}',
-        b"   ",  # blank: skipped, not a record
+        b"   ",  # blank: a record with no instance, counted as an error
         b'{"id": 2, "pixels": [0.5, 1]}',  # wrong shape
         b'{"id": 3, "pixels": [0.1, ',  # not JSON
         b'  {"id": 4, "pixels": [1e-3, 2, 3]}  ',  # surrounding blanks are fine
@@ -28,20 +29,26 @@ def _lines() -> list[bytes]:
     ]
 
 
+def _one_at_a_time(line: bytes, key_field):
+    """A line decoded on its own: (meta, tensors) or its error kind."""
+    batch, errors = batches.decode_json_batch([line], PIXELS, instances.Shaping(key_field))
+    if errors:
+        ((_, kind, _),) = errors
+        return kind
+    return orjson.loads(b"{" + batch.heads[0] + b"}"), {"pixels": batch.tensors["pixels"][0]}
+
+
 def test_json_batch_matches_record_by_record_decoding():
     lines = _lines()
     for key_field in (None, "id"):
-        batch, errors = batches.decode_json_batch(lines, PIXELS, key_field)
-        want_good, want_kinds = [], []
-        for line in lines:
-            if not line.strip():
-                continue
-            try:
-                want_good.append(instances.decode_json(line, PIXELS, key_field))
-            except instances.RecordError as err:
-                want_kinds.append(err.kind)
+        batch, errors = batches.decode_json_batch(lines, PIXELS, instances.Shaping(key_field))
+        singles = [_one_at_a_time(line, key_field) for line in lines]
+        want_good = [s for s in singles if not isinstance(s, str)]
+        want_kinds = [s for s in singles if isinstance(s, str)]
         assert [kind for _, kind, _ in errors] == want_kinds
-        assert len(batch) == len(want_good) and len(batch) + len(errors) == 7
+        # Every line is accounted for: good records plus errors, the blank line included.
+        assert len(batch) == len(want_good) and len(batch) + len(errors) == len(lines) == 8
+        assert "blank_line" in want_kinds
         stacked = np.stack([tensors["pixels"] for _, tensors in want_good])
         np.testing.assert_array_equal(batch.tensors["pixels"], stacked)
         assert batch.tensors["pixels"].dtype == np.float32
@@ -55,19 +62,82 @@ def test_json_batch_matches_record_by_record_decoding():
 
 
 def test_error_rows_name_the_record_as_before():
-    _, errors = batches.decode_json_batch(_lines(), PIXELS, "id")
+    _, errors = batches.decode_json_batch(_lines(), PIXELS, instances.Shaping("id"))
     rows = [orjson.loads(instances_row) for instances_row in _error_rows(errors)]
     by_kind = {r["error"]["kind"]: r for r in rows}
     assert by_kind["wrong_shape"]["key"] == 2
     assert base64.b64decode(by_kind["bad_json"]["raw"]["b64"]) == b'{"id": 3, "pixels": [0.1, '
-    assert by_kind["missing_key"]["raw"]["b64"]
+    # A record without its key carries the instance itself.
+    assert by_kind["missing_key"]["instance"] == {"pixels": [1, 2, 3]}
     assert by_kind["wrong_dtype"]["key"] == "five"
+    assert base64.b64decode(by_kind["blank_line"]["raw"]["b64"]) == b"   "
+
+
+def test_long_integers_are_echoed_exactly():
+    big = 2**53 + 1
+    huge = 123456789012345678901234567890
+    lines = [
+        b'{"id": %d, "pixels": [1, 2, 3]}' % big,
+        b'{"id": %d, "pixels": [1, 2, 3]}' % huge,
+        b'{"id": %d, "pixels": [1, 2]}' % huge,  # wrong shape: the error row has the key
+        b'{"n": %d, "pixels": [1, 2, 3]}' % huge,  # no key: the error row has the instance
+    ]
+    for as_string in (False, True):
+        shaping = instances.Shaping("id", key_as_string=as_string)
+        batch, errors = batches.decode_json_batch(lines, PIXELS, shaping)
+        keys = [json.loads(b"{" + head + b"}")["key"] for head in batch.heads]
+        assert keys == ([str(big), str(huge)] if as_string else [big, huge])
+        rows = [json.loads(r) for r in _error_rows(errors)]
+        assert rows[0]["key"] == (str(huge) if as_string else huge)
+        assert rows[1]["instance"] == {"n": huge, "pixels": [1, 2, 3]}
+    # Without a key, the instance echoed is the line itself (here in the row of a record
+    # whose extra field the model does not take).
+    _, errors = batches.decode_json_batch(lines[1:2], PIXELS)
+    assert json.loads(_error_rows(errors)[0])["instance"]["id"] == huge
+
+
+def test_instance_config_shapes_what_the_model_gets():
+    specs = {"x": InputSpec("x", "float32", (2,))}
+    line = b'{"id": "a", "b": 2, "a": 1, "note": "text"}'
+    cases = [
+        (instances.Shaping("id", included_fields=("a", "b"), instance_type="array"), [1, 2]),
+        (instances.Shaping("id", included_fields=("b", "a"), instance_type="array"), [2, 1]),
+        (instances.Shaping("id", excluded_fields=("note",), instance_type="array"), [2, 1]),
+    ]
+    for shaping, want in cases:
+        batch, errors = batches.decode_json_batch([line], specs, shaping)
+        assert errors == [] and batch.tensors["x"].tolist() == [want]
+    # includedFields naming a field the instance lacks; instanceType object on an array.
+    _, errors = batches.decode_json_batch(
+        [line], specs, instances.Shaping(included_fields=("a", "zz"))
+    )
+    assert [kind for _, kind, _ in errors] == ["wrong_features"]
+    _, errors = batches.decode_json_batch(
+        [b"[1, 2]"], specs, instances.Shaping(instance_type="object")
+    )
+    assert [kind for _, kind, _ in errors] == ["wrong_features"]
+
+
+def test_csv_rows_typed_by_the_signature():
+    specs = {"a": InputSpec("a", "float32", ()), "n": InputSpec("n", "int64", ())}
+    header = ("id", "a", "n")
+    lines = [b"7,0.5,3", b"", b"8,x,3", b"9,1.5", b'10,"2.5",4\r']
+    batch, errors = batches.decode_csv_batch(header, lines, specs, instances.Shaping("id"))
+    assert batch.tensors["a"].tolist() == [0.5, 2.5] and batch.tensors["n"].tolist() == [3, 4]
+    assert [json.loads(b"{" + h + b"}")["key"] for h in batch.heads] == ["7", "10"]
+    assert [kind for _, kind, _ in errors] == ["blank_line", "wrong_dtype", "wrong_features"]
+    # One vector input that is not a column: each row becomes that input's array.
+    vector = {"pixels": InputSpec("pixels", "float32", (2,))}
+    batch, errors = batches.decode_csv_batch(("p0", "p1"), [b"1,2", b"3,4"], vector)
+    assert errors == [] and batch.tensors["pixels"].tolist() == [[1, 2], [3, 4]]
+    assert json.loads(b"{" + batch.heads[0] + b"}") == {"instance": {"p0": 1.0, "p1": 2.0}}
 
 
 def _error_rows(errors):
     from batch import outputs
 
-    return [outputs.error_row(meta, kind, message) for meta, kind, message in errors]
+    layout = outputs.Layout("legacy")
+    return [layout.error_row(meta, kind, message) for meta, kind, message in errors]
 
 
 def test_bytes_inputs_and_outputs_in_a_batch():
@@ -91,9 +161,12 @@ def test_written_shards_hold_every_line_once_across_many_parts(tmp_path, monkeyp
 
     monkeypatch.setattr(sink, "PART_BYTES", 2_000)
     blobs = [b"\n".join(b'{"row": %d}' % (i * 10 + j) for j in range(10)) for i in range(300)]
-    prefix = str(tmp_path / "prediction.results")
     with beam.Pipeline(runner=fn_runner.FnApiRunner()) as pipeline:
-        _ = pipeline | beam.Create(blobs) | sink.WriteShards(prefix)
+        _ = (
+            pipeline
+            | beam.Create(blobs)
+            | sink.WriteShards(str(tmp_path), Shards("prediction.results"))
+        )
     shards = sorted(tmp_path.glob("prediction.results-*"))
     assert len(shards) > 10  # it really rolled over
     assert all(p.name.endswith(f"-of-{len(shards):05d}") for p in shards)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from batch import predict
-from batch.model import load_model, resolve_export
+from batch import dataflow, options
+from batch.job import load_signature
 from batch.pipeline import build_pipeline
 from jobcommon.errors import UsageError
 from tests.batch_helpers import trained_fixture  # noqa: F401  (the session's trained model)
@@ -14,20 +16,19 @@ from tests.batch_helpers import trained_fixture  # noqa: F401  (the session's tr
 def _build(argv: list[str]):
     import apache_beam as beam
 
-    parser = predict.build_parser()
-    args, beam_args = parser.parse_known_args(argv)
-    config, extra = predict.resolve_config(args)
-    options = predict.pipeline_options(config, args, beam_args, extra)
-    info = load_model(resolve_export(config.model_dir), config.signature_name).info
-    pipeline = beam.Pipeline(options=options)
-    build_pipeline(pipeline, config, info)
-    return options, pipeline
+    args, beam_args = options.build_parser().parse_known_args(argv)
+    opts = options.resolve(args)
+    pipeline_options = dataflow.pipeline_options(opts, beam_args)
+    info = load_signature(opts)
+    pipeline = beam.Pipeline(options=pipeline_options)
+    build_pipeline(pipeline, opts.with_run_dir(opts.output_path), info)
+    return pipeline_options, pipeline
 
 
 def test_dataflow_options_and_job_graph(trained):
     model_dir = trained["model_dir"]
     bucket = model_dir.split("/")[2]
-    options, pipeline = _build([
+    pipeline_options, pipeline = _build([
         "--input-paths", f"gs://{bucket}/in/*.tfrecord.gz",
         "--data-format", "TF_RECORD_GZIP",
         "--output-path", f"gs://{bucket}/out",
@@ -40,7 +41,7 @@ def test_dataflow_options_and_job_graph(trained):
         "--accelerator", "nvidia-tesla-t4:1",
         "--no_auth",  # no credentials here; the options are checked, nothing is submitted
     ])  # fmt: skip
-    opts = options.get_all_options()
+    opts = pipeline_options.get_all_options()
     assert opts["runner"] == "DataflowRunner"
     assert opts["sdk_container_image"] == (
         "europe-docker.pkg.dev/demo-project/cloud-ml-jobs/batch:latest"
@@ -59,11 +60,11 @@ def test_dataflow_options_and_job_graph(trained):
     from apache_beam.transforms import environments
 
     # The environment DataflowRunner puts in the job it submits (its own construction).
-    image = apiclient.get_container_image_from_options(options)
+    image = apiclient.get_container_image_from_options(pipeline_options)
     env = environments.DockerEnvironment.from_container_image(image)
     proto = pipeline.to_runner_api(default_environment=env)
     names = {t.unique_name for t in proto.components.transforms.values()}
-    for step in ("ReadTFRecords", "SpreadRecords", "DecodeExamples", "RunInference",
+    for step in ("ReadRecords", "SpreadRecords", "DecodeRecords", "RunInference",
                  "FormatResults", "WriteResults", "WriteErrors", "WriteStats"):  # fmt: skip
         assert step in names, step
     from apache_beam.portability.api import beam_runner_api_pb2
@@ -90,21 +91,54 @@ def test_job_spec_settings_reach_dataflow(trained, tmp_path):
         f'"uri": "{model_dir}", "maxWorkerCount": "4", "region": "us-east1", '
         '"modelName": "projects/p/models/m"}}'
     )
-    options, _ = _build(["--job-spec", str(spec), "--runner", "DataflowRunner",
-                         "--project", "demo-proj", "--no_auth"])  # fmt: skip
-    opts = options.get_all_options()
+    pipeline_options, _ = _build(["--job-spec", str(spec), "--runner", "DataflowRunner",
+                                  "--project", "demo-proj", "--no_auth"])  # fmt: skip
+    opts = pipeline_options.get_all_options()
     assert opts["max_num_workers"] == 4 and opts["region"] == "us-east1"
     assert opts["job_name"] == "digits-batch-2026"
     assert opts["sdk_container_image"].startswith("us-docker.pkg.dev/demo-proj/")
 
 
 def test_dataflow_needs_gcs_paths_and_a_project(trained, tmp_path):
-    parser = predict.build_parser()
+    parser = options.build_parser()
     base = ["--input-paths", str(tmp_path / "a.json"), "--data-format", "JSON",
             "--output-path", "gs://bkt/out", "--model-dir", trained["model_dir"],
             "--runner", "DataflowRunner"]  # fmt: skip
     for extra, message in (([], "--project"), (["--project", "p"], "gs:// paths")):
         args, beam_args = parser.parse_known_args(base + extra)
-        config, spec_extra = predict.resolve_config(args)
         with pytest.raises(UsageError, match=message):
-            predict.pipeline_options(config, args, beam_args + extra, spec_extra)
+            dataflow.pipeline_options(options.resolve(args), beam_args)
+
+
+def test_vertex_body_settings_reach_dataflow(trained, tmp_path):
+    model_dir = trained["model_dir"]
+    bucket = model_dir.split("/")[2]
+    spec = tmp_path / "job.json"
+    spec.write_text(
+        json.dumps(
+            {
+                "displayName": "Digits_vertex_batch",
+                "unmanagedContainerModel": {"artifactUri": model_dir},
+                "inputConfig": {
+                    "instancesFormat": "tf-record-gzip",
+                    "gcsSource": {"uris": [f"gs://{bucket}/in/*.tfrecord.gz"]},
+                },
+                "outputConfig": {
+                    "predictionsFormat": "jsonl",
+                    "gcsDestination": {"outputUriPrefix": f"gs://{bucket}/vout"},
+                },
+                "dedicatedResources": {
+                    "machineSpec": {"machineType": "n1-standard-4"},
+                    "maxReplicaCount": 6,
+                },
+            }
+        )  # fmt: skip
+    )
+    pipeline_options, pipeline = _build(
+        ["--job-spec", str(spec), "--runner", "DataflowRunner", "--project", "demo-proj",
+         "--region", "us-east1", "--no_auth"]
+    )  # fmt: skip
+    opts = pipeline_options.get_all_options()
+    assert opts["max_num_workers"] == 6 and opts["job_name"] == "digits-vertex-batch"
+    assert opts["temp_location"] == f"gs://{bucket}/tmp/batch-predict"
+    assert opts["sdk_container_image"] == "us-docker.pkg.dev/demo-proj/cloud-ml-jobs/batch:latest"

@@ -19,6 +19,7 @@ from tests.batch_helpers import (
     local_args,
     read_rows,
     read_stats,
+    save_bytes_model,
     trained_fixture,  # noqa: F401  (the session's trained model)
     write_lines,
     write_tfrecords,
@@ -89,24 +90,8 @@ def test_mixed_json_one_row_per_record(trained, bucket):
 @pytest.fixture(scope="module")
 def bytes_model(tmp_path_factory):
     """A plain TF SavedModel (not Keras) whose input is raw float32 bytes."""
-    import tensorflow as tf
-
-    weights = np.random.default_rng(0).normal(size=(64, 3)).astype("float32")
-
-    class RawPixels(tf.Module):
-        def __init__(self):
-            super().__init__()
-            self.w = tf.Variable(weights)
-
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
-        def serve(self, image_bytes):
-            x = tf.reshape(tf.io.decode_raw(image_bytes, tf.float32), [-1, 64])
-            return {"scores": tf.matmul(x, self.w)}
-
     path = str(tmp_path_factory.mktemp("bytes-model"))
-    module = RawPixels()
-    tf.saved_model.save(module, path, signatures={"serving_default": module.serve})
-    return path, weights
+    return path, save_bytes_model(path)
 
 
 def test_bytes_inputs_and_a_record_the_model_rejects(bytes_model, trained, tmp_path):

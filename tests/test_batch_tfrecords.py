@@ -48,14 +48,41 @@ def test_damage_fails_only_what_it_touches(chunk):
 
 
 @pytest.mark.parametrize("chunk", CHUNKS)
-def test_damaged_length_ends_the_file_with_its_remainder(chunk):
+def test_after_a_damaged_length_reading_resumes_at_the_next_intact_record(chunk):
     records = _records(10, seed=2)
-    blob, at, _ = _framed(records, 4)
+    blob, at, size = _framed(records, 4)
     blob[at + 2] ^= 0x01  # record 4's length no longer matches its checksum
     items = list(iter_records(io.BytesIO(bytes(blob)), "f", chunk_bytes=chunk))
-    assert items[:4] == records[:4] and len(items) == 5
-    assert items[4].reason.startswith("damaged record length")
-    assert items[4].data == bytes(blob[at:])
+    # The intact records after the damage are all read; the damage is one item naming the
+    # byte range of record 4's frame.
+    assert items[:4] == records[:4] and items[5:] == records[5:] and len(items) == 10
+    damaged = items[4]
+    assert isinstance(damaged, CorruptRecord) and damaged.offset == at
+    assert damaged.length == size
+    assert f"bytes {at}-{at + size}" in damaged.reason
+    assert damaged.data == bytes(blob[at : at + size])
+
+
+@pytest.mark.parametrize("chunk", CHUNKS)
+def test_damage_at_the_end_with_no_intact_header_after_it(chunk):
+    records = _records(6, seed=4)
+    blob, at, size = _framed(records, 5)
+    blob[at + 9] ^= 0x10  # the length checksum of the last record
+    items = list(iter_records(io.BytesIO(bytes(blob)), "f", chunk_bytes=chunk))
+    assert items[:5] == records[:5] and len(items) == 6
+    assert items[5].length == size and "the end of the file" in items[5].reason
+
+
+@pytest.mark.parametrize("chunk", CHUNKS)
+def test_a_record_over_the_limit_is_skipped_whole_and_named(chunk):
+    records = [b"a" * 10, b"b" * 5000, b"c" * 10, b"d" * 70_000, b"e"]
+    blob, at, _ = _framed(records, 1)
+    items = list(iter_records(io.BytesIO(bytes(blob)), "f", chunk_bytes=chunk, max_bytes=1000))
+    assert [i for i in items if isinstance(i, bytes)] == [b"a" * 10, b"c" * 10, b"e"]
+    big = [i for i in items if isinstance(i, CorruptRecord)]
+    assert [b.length for b in big] == [5000, 70_000] and all(b.too_large for b in big)
+    assert big[0].offset == at and big[0].data == b"b" * 5000
+    assert len(big[1].data) == 8192  # only a bounded prefix travels on
 
 
 @pytest.mark.parametrize("chunk", CHUNKS)

@@ -10,7 +10,7 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from batch import instances
+from batch import batches, instances
 from batch.model import InputSpec
 
 FLOATS = {"pixels": InputSpec("pixels", "float32", (4,))}
@@ -30,11 +30,18 @@ json_values = st.recursive(
 
 
 def _decode_or_record_error(line: bytes, specs, key_field=None):
-    try:
-        meta, tensors = instances.decode_json(line, specs, key_field)
-    except instances.RecordError as err:
-        assert err.kind in instances.ERROR_KINDS
+    batch, errors = batches.decode_json_batch([line], specs, instances.Shaping(key_field))
+    assert len(batch) + len(errors) == 1  # every line is accounted for
+    if errors:
+        ((_, kind, message),) = errors
+        assert kind in instances.ERROR_KINDS and message
         return None
+    meta = orjson.loads(b"{" + batch.heads[0] + b"}")
+    # One record of the batch, as an array also for a scalar string input (kept as bytes).
+    tensors = {
+        name: np.asarray(values[0], dtype=object) if isinstance(values[0], bytes) else values[0]
+        for name, values in batch.tensors.items()
+    }
     assert set(tensors) == set(specs)
     for name, spec in specs.items():
         arr = tensors[name]
