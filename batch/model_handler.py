@@ -33,6 +33,8 @@ Example:
     >>> handler = SavedModelHandler("gs://b/job/keras_export/20260101T000000Z",
     ...                             "serving_default")  # doctest: +SKIP
     >>> batches | RunInference(handler)  # doctest: +SKIP
+    >>> default_threads() == min(4, os.cpu_count() or 1) + 1  # model threads per process
+    True
 """
 
 from __future__ import annotations

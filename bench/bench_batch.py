@@ -510,9 +510,15 @@ def _glob(directory: str) -> str:
     return os.path.join(directory, "*")
 
 
+# Cases run in the first round only: (b') fails the same way every time it is tried.
+FIRST_ROUND_ONLY = ("/b_stock",)
+
+
 def run_rounds(cases: dict, repeats: int, runs: dict) -> None:
     for rep in range(repeats):
         for name, fn in cases.items():
+            if rep and name.endswith(FIRST_ROUND_ONLY) and any("failed" in r for r in runs[name]):
+                continue
             t0 = time.perf_counter()
             runs.setdefault(name, []).append(fn())
             print(f"[{rep + 1}/{repeats}] {name}: {time.perf_counter() - t0:.1f} s", flush=True)
@@ -530,7 +536,7 @@ def main() -> None:
         "rows, ours vs (b)); 0 to skip (default %(default)s)"
     )  # fmt: skip
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--repeats-big", type=int, default=3)
+    parser.add_argument("--repeats-big", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="2k instances, one round")
     parser.add_argument("--peer", nargs=4, metavar=("NAME", "INPUT", "MODEL", "OUTPUT"))
     args = parser.parse_args()

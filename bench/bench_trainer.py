@@ -13,7 +13,7 @@ a job pays before it trains at all (imports, data staging, model build, first tr
 
 Run::
 
-    python bench/bench_trainer.py --repeats 5 --epochs 6 --copies 10
+    python bench/bench_trainer.py --repeats 3 --epochs 6 --copies 10
     python bench/bench_trainer.py --quick        # a smoke run
 
 Prints a Markdown table and saves it through ``bench/common.py``
@@ -166,7 +166,7 @@ def first_epoch_seconds(train_files: str, workdir: str, run: int) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1 copy, 2 repeats, 3 epochs")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--copies", type=int, default=10, help="digits copies (1797 rows each)")
     parser.add_argument("--batch-size", type=int, default=128)
