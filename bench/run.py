@@ -26,7 +26,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from common import RESULTS_DIR, Row, markdown  # noqa: E402
 
-BENCHMARKS = ["trainer", "batch", "executor", "startup", "tabular"]
+BENCHMARKS = ["trainer", "batch", "batch_lines", "executor", "startup", "tabular"]
 IMAGE_RESULTS = os.path.join(os.path.dirname(HERE), "docker", "RESULTS.md")
 PACKAGES = ["tensorflow", "keras", "apache-beam", "papermill", "gcsfs", "orjson"]
 
