@@ -11,11 +11,15 @@ import logging
 import platform
 import signal
 import threading
+from typing import TYPE_CHECKING
 
 from executor import exitcodes
 from executor.options import RunOptions, add_execution_flags, add_parameter_flags
 from jobcommon.errors import UsageError
 from jobcommon.logs import add_logging_flags, setup_logging
+
+if TYPE_CHECKING:
+    from executor.runner import Engine
 
 log = logging.getLogger("executor")
 
@@ -145,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
+def _cmd_run(args: argparse.Namespace, engine: Engine | None) -> int:
     from executor import runner
 
     options = RunOptions.from_args(args)
@@ -154,8 +158,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(text, end="")
         return code
     req = runner.prepare(
-        args.input, args.output, options, log_format=args.log_format, log_level=args.log_level
-    )
+        args.input, args.output, options,
+        log_format=args.log_format, log_level=args.log_level, engine=engine,
+    )  # fmt: skip
     return runner.execute(req).exit_code
 
 
@@ -172,9 +177,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("run: the OUTPUT argument is required (unless --help-notebook)")
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminate)
+    engine = None
+    if args.command == "run" and not args.help_notebook:
+        from executor.runner import Engine
+
+        # Started first: papermill's imports overlap with setting up logging and with
+        # fetching and checking the input.
+        engine = Engine()
     setup_logging("executor", args.log_level, args.log_format)
     if args.command == "run":
-        return _cmd_run(args)
+        return _cmd_run(args, engine)
     if args.command in ("batch", "sweep"):
         from executor import sweep
 

@@ -298,16 +298,19 @@ def declared_parameters(
     translator; by default the notebook's own (Python when it names none), so a notebook
     without a kernelspec (nbformat 3, a bare v4 file) is inspected too.
     """
-    import nbformat
-    from papermill.exceptions import PapermillException
-    from papermill.translators import papermill_translators
+    if isinstance(notebook, str):
+        import nbformat
 
-    nb = nbformat.read(notebook, as_version=4) if isinstance(notebook, str) else notebook
+        notebook = nbformat.read(notebook, as_version=4)
+    nb = notebook
     cell = next(
         (c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])), None
     )
     if cell is None:
-        return None
+        return None  # and papermill, a second to import, is not needed here
+    from papermill.exceptions import PapermillException
+    from papermill.translators import papermill_translators
+
     from executor.kernels import notebook_kernel
 
     own_kernel, own_language = notebook_kernel(nb)

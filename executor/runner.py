@@ -21,6 +21,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -34,6 +35,37 @@ from jobcommon.cli import EXIT_INTERRUPTED
 from jobcommon.errors import BadInputError, JobError, UsageError
 
 log = logging.getLogger(__name__)
+
+
+class Engine:
+    """The papermill process of one run, started early: it imports papermill while the run
+    is prepared, then waits for the spec (see :mod:`executor.engine_process`).
+
+    >>> engine = Engine()  # doctest: +SKIP
+    >>> req = prepare("in.ipynb", "out.ipynb", engine=engine)  # doctest: +SKIP
+    """
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "executor.engine_process"],
+            stdin=subprocess.PIPE,
+            start_new_session=True,
+            text=True,
+        )
+
+    def start(self, spec_path: str) -> subprocess.Popen:
+        self.proc.stdin.write(spec_path + "\n")
+        self.proc.stdin.close()
+        return self.proc
+
+    def cancel(self) -> None:
+        """The run will not happen: let the process end."""
+        with contextlib.suppress(OSError, ValueError):
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            _kill_tree(self.proc)
 
 
 @dataclass
@@ -52,6 +84,7 @@ class RunRequest:
     log_level: str = "INFO"
     kill_grace: float = 10.0
     workdir: str = field(default="", repr=False)
+    engine: Engine | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -103,13 +136,30 @@ def prepare(
     workdir: str | None = None,
     log_format: str = "auto",
     log_level: str = "INFO",
+    engine: Engine | None = None,
 ) -> RunRequest:
     """Fetch the input, pick a kernel, check and type the parameters, fill the OUTPUT template.
 
     ``given`` (already collected parameters, e.g. a sweep's run) is merged under the
-    options' own sources.
+    options' own sources. ``engine``, started before, is the process the run will use.
     """
-    options = options or RunOptions()
+    try:
+        req = _prepare(input_path, output_template, options or RunOptions(), given, workdir)
+    except BaseException:
+        if engine is not None:
+            engine.cancel()
+        raise
+    req.log_format, req.log_level, req.engine = log_format, log_level, engine
+    return req
+
+
+def _prepare(
+    input_path: str,
+    output_template: str,
+    options: RunOptions,
+    given: dict[str, paramlib.Given] | None,
+    workdir: str | None,
+) -> RunRequest:
     workdir = workdir or tempfile.mkdtemp(prefix="executor-")
     local_input, nb = _fetch(input_path, workdir)
     kernel, language = kernels.choose_kernel(nb, options.kernel, options.language)
@@ -135,8 +185,6 @@ def prepare(
         language=language,
         run_id=run_id,
         options=options,
-        log_format=log_format,
-        log_level=log_level,
         workdir=workdir,
     )
 
@@ -246,9 +294,14 @@ def _run_engine(
     spec_path = os.path.join(req.workdir, "engine-spec.json")
     with open(spec_path, "w") as f:
         json.dump(spec, f, default=str)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "executor.engine_process", spec_path], start_new_session=True
-    )
+    if req.engine is not None:
+        proc = req.engine.start(spec_path)
+    else:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "executor.engine_process", spec_path], start_new_session=True
+        )
+    # The report's libraries load while the kernel runs, not before it starts.
+    threading.Thread(target=status.load_report_libraries, daemon=True).start()
     job_timed_out = False
     try:
         proc.wait(timeout=opts.job_timeout)

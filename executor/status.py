@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -63,8 +64,23 @@ def mark_stopped(nb, state: str, reason: str) -> int | None:
     return number
 
 
+SCRAP_MIME_PREFIX = "application/scrapbook.scrap"  # scrapbook.schemas.GLUE_PAYLOAD_PREFIX
+
+
+def load_report_libraries() -> None:
+    """Import what :func:`render_html` needs (half a second)."""
+    with contextlib.suppress(Exception):  # a real failure shows when it is used
+        import nbconvert  # noqa: F401
+
+
 def glued_values(path: str) -> dict[str, Any]:
     """Values the notebook recorded with ``scrapbook.glue``, as JSON-safe data."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            if SCRAP_MIME_PREFIX not in f.read():
+                return {}  # nothing glued: no need to import scrapbook (and pandas)
+    except OSError:
+        return {}
     try:
         import scrapbook as sb
 
