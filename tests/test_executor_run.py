@@ -250,3 +250,17 @@ def test_sigterm_stops_the_kernel_and_still_uploads_what_ran(bucket, gcs_env, tm
     final = _output_nb(output, tmp_path)
     assert "time.sleep(120)" in "".join(final.cells[status["failed_cell"]["index"] - 1].source)
     assert "step one" in json.dumps(final.cells[status["failed_cell"]["index"] - 2].outputs)
+
+
+def test_stream_files_on_gcs_are_uploaded_with_the_outputs(bucket, gcs_env, tmp_path):
+    nb = notebook(None, "import sys\nprint('to out')\nprint('to err', file=sys.stderr)")
+    nb_uri = _upload(nb, f"{bucket}/streams.ipynb", tmp_path)
+    output = f"{bucket}/out/streams.ipynb"
+    proc = run_cli(
+        ["run", nb_uri, output, "--stdout-file", f"{bucket}/out/streams.stdout.txt",
+         "--stderr-file", f"{bucket}/out/streams.stderr.txt"],
+        gcs_env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert storage.read_text(f"{bucket}/out/streams.stdout.txt") == "to out\n"
+    assert storage.read_text(f"{bucket}/out/streams.stderr.txt") == "to err\n"
