@@ -5,6 +5,9 @@
 2. Writes to the output object per run on GCS (fake-gcs-server, counted at a proxy in front
    of it) for a 50-cell notebook: ours at two mirror intervals against plain papermill
    writing to ``gs://`` itself.
+3. Start-up: wall time of ``executor run`` on a one-cell notebook (local in and out, JSON
+   logs as in a container) against plain ``papermill`` on the same notebook, alternating,
+   median of several repeats (target: within 1.3x).
 
 Run::
 
@@ -17,6 +20,7 @@ import argparse
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -145,16 +149,40 @@ def bench_writes(workdir: str, cells: int) -> list[tuple[str, float, int, int | 
     return rows
 
 
+def bench_startup(workdir: str, repeats: int) -> tuple[float, str, float]:
+    """(our median, our spread, papermill's median) for a one-cell notebook, alternating."""
+    path = write(notebook(None, "x = 1"), os.path.join(workdir, "one.ipynb"))
+    ours_cmd = [PY, "-m", "executor", "run", path, os.path.join(workdir, "one-ours.ipynb")]
+    plain_cmd = [
+        PY,
+        "-m",
+        "papermill",
+        "-k",
+        "python3",
+        path,
+        os.path.join(workdir, "one-pm.ipynb"),
+    ]
+    ours, plain = [], []
+    for _ in range(repeats):
+        plain.append(_run(plain_cmd))
+        ours.append(_run(ours_cmd))
+    med = statistics.median(ours)
+    spread = f"{min(ours):.4g} / {med:.4g} / {max(ours):.4g}"
+    return med, spread, statistics.median(plain)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=8)
     parser.add_argument("--parallel", type=int, default=2)
     parser.add_argument("--cells", type=int, default=50)
-    parser.add_argument("--quick", action="store_true", help="4 runs, 20 cells")
+    parser.add_argument("--startup-repeats", type=int, default=7)
+    parser.add_argument("--quick", action="store_true", help="4 runs, 20 cells, 3 start-ups")
     args = parser.parse_args()
     if args.quick:
-        args.runs, args.cells = 4, 20
+        args.runs, args.cells, args.startup_repeats = 4, 20, 3
     with tempfile.TemporaryDirectory() as workdir:
+        startup, startup_spread, startup_plain = bench_startup(workdir, args.startup_repeats)
         ours, plain = bench_batch(workdir, args.runs, args.parallel)
         write_rows = bench_writes(workdir, args.cells)
     plain_writes = write_rows[-1][2]
@@ -181,6 +209,19 @@ def main() -> int:
                 lower_is_better=True,
             )
         )
+    rows.append(
+        Row(
+            "executor",
+            "start-up: one-cell notebook, `executor run` vs plain `papermill` (wall time, median "
+            f"of {args.startup_repeats})",
+            startup,
+            startup_plain,
+            "s",
+            target=1.3,
+            lower_is_better=True,
+            spread=startup_spread,
+        )
+    )
     save(
         "executor",
         rows,
