@@ -20,15 +20,21 @@ Example:
 
 from __future__ import annotations
 
+import json
 import logging
+import math
+import sys
 import time
 import urllib.parse
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import requests
 
-from jobcommon.errors import JobError
+from executor import exitcodes, outputs
+from jobcommon import storage
+from jobcommon.errors import JobError, NotFoundError, UsageError
 from jobcommon.retry import call_with_retries
 
 log = logging.getLogger(__name__)
@@ -166,3 +172,154 @@ class VertexClient:
             if pending:
                 time.sleep(interval)
         return done
+
+
+# ---------------------------------------------------------------- a sweep on Vertex AI
+
+
+def parameter_args(parameters: dict[str, Any]) -> list[str]:
+    """``executor run`` options that give the remote run exactly these (already typed)
+    values: numbers, booleans and None as ``-p`` (papermill's conversion reads them back),
+    strings as ``-r`` (kept as text), lists and mappings as ``-y`` YAML.
+
+    Example:
+        >>> parameter_args({"epochs": 3, "lr": 1e-05, "name": "007", "ok": True, "xs": [1]})
+        ['-p', 'epochs', '3', '-p', 'lr', '1e-05', '-r', 'name', '007', '-p', 'ok', 'True', \
+'-y', '{xs: [1]}']
+    """
+    import yaml
+
+    args: list[str] = []
+    for name, value in parameters.items():
+        if value is None or isinstance(value, bool | int) or (
+            isinstance(value, float) and math.isfinite(value)
+        ):
+            args += ["-p", name, repr(value)]
+        elif isinstance(value, str):
+            args += ["-r", name, value]
+        else:
+            text = yaml.safe_dump({name: value}, default_flow_style=True, width=2**20)
+            args += ["-y", text.strip()]
+    return args
+
+
+@dataclass
+class SweepRun:
+    """One run of a sweep, already checked locally: what its CustomJob will execute."""
+
+    run_id: str
+    input: str
+    output: str
+    parameters: dict[str, Any]
+    run_options: list[str] = field(default_factory=list)
+
+    def args(self) -> list[str]:
+        """The container's args: ``run INPUT OUTPUT --run-id ID`` + parameters + options."""
+        return [
+            "run", self.input, self.output, "--run-id", self.run_id,
+            *parameter_args(self.parameters), *self.run_options,
+        ]  # fmt: skip
+
+
+@dataclass
+class VertexSettings:
+    """Where and on what the sweep's CustomJobs run."""
+
+    project: str
+    region: str
+    image_uri: str
+    machine_type: str = "n1-standard-4"
+    accelerator_type: str | None = None
+    accelerator_count: int = 1
+    display_name: str = "executor-sweep"
+    service_account: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    api_endpoint: str | None = None
+    poll_interval: float = 30.0
+
+    def check(self, runs: list[SweepRun]) -> None:
+        if not self.project:
+            raise UsageError("--backend vertex needs --project (or GOOGLE_CLOUD_PROJECT)")
+        if not self.region or not self.image_uri:
+            raise UsageError("--backend vertex needs --region and --image-uri")
+        if self.accelerator_type and self.accelerator_type not in ACCELERATOR_TYPES:
+            raise UsageError(
+                f"--accelerator {self.accelerator_type!r}: use one of Vertex AI's types "
+                f"{', '.join(ACCELERATOR_TYPES)}"
+            )
+        if self.accelerator_count < 1:
+            raise UsageError("--accelerator-count must be 1 or more")
+        for run in runs:
+            for path in (run.input, run.output):
+                if not storage.is_gcs(path):
+                    raise UsageError(
+                        f"{path!r}: a Vertex AI job can only read and write gs:// paths; "
+                        "give gs:// INPUT and OUTPUT_PREFIX"
+                    )
+
+
+def job_body(run: SweepRun, settings: VertexSettings) -> dict[str, Any]:
+    output_dir = run.output.rsplit("/", 1)[0]
+    return custom_job_body(
+        f"{settings.display_name}-{run.run_id}",
+        settings.image_uri,
+        run.args(),
+        output_dir,
+        machine_type=settings.machine_type,
+        accelerator_type=settings.accelerator_type,
+        accelerator_count=settings.accelerator_count,
+        service_account=settings.service_account,
+        labels=settings.labels,
+    )
+
+
+def print_requests(runs: list[SweepRun], settings: VertexSettings) -> None:
+    """``--dry-run``: the create requests as JSON on stdout; nothing is sent."""
+    url = VertexClient(settings.project, settings.region, "", settings.api_endpoint)
+    requests_ = [
+        {"method": "POST", "url": url.collection_url, "body": job_body(run, settings)}
+        for run in runs
+    ]
+    json.dump(requests_, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+
+
+def _status_or_failure(run: SweepRun, job: dict) -> dict[str, Any]:
+    """The run's own status record, or, when its job never wrote one (it did not start,
+    or died before the run began), a FAILED record carrying Vertex's reason."""
+    try:
+        record = json.loads(storage.read_text(outputs.status_path(run.output)))
+    except (NotFoundError, ValueError):
+        record = None
+    if record is not None and record.get("state") in exitcodes.FINAL_STATES:
+        return record
+    reason = (job.get("error") or {}).get("message") or f"the job ended {job.get('state')}"
+    return {
+        "state": exitcodes.FAILED,
+        "exit_code": exitcodes.EXIT_FAILED,
+        "run_id": run.run_id,
+        "output": run.output,
+        "parameters": run.parameters,
+        "duration_seconds": None,
+        "glued": {},
+        "error": {"name": "VertexJobError", "message": f"{job.get('name')}: {reason}"},
+    }
+
+
+def run_sweep(runs: list[SweepRun], settings: VertexSettings, token: str) -> list[dict]:
+    """Create one CustomJob per run, wait for every one, and return the runs' status
+    records (in run order) for the sweep's metrics table."""
+    client = VertexClient(settings.project, settings.region, token, settings.api_endpoint)
+    names: dict[str, SweepRun] = {}
+    for run in runs:
+        job = client.create(job_body(run, settings))
+        names[job["name"]] = run
+        log.info("run %s: created CustomJob %s", run.run_id, job["name"])
+
+    def report(job: dict) -> None:
+        level = logging.INFO if job["state"] == SUCCEEDED else logging.ERROR
+        reason = (job.get("error") or {}).get("message", "")
+        log.log(level, "CustomJob %s %s %s", job["name"], job["state"], reason)
+
+    done = client.wait(list(names), settings.poll_interval, on_final=report)
+    return [_status_or_failure(run, done[name]) for name, run in names.items()]
