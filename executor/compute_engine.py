@@ -15,7 +15,7 @@ Example:
     >>> check_accelerator("n1-standard-8", "l4", 1)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    jobcommon.errors.UsageError: --gpu-type l4 needs a G2 machine type (...), not n1-standard-8
+    jobcommon.errors.UsageError: --gpu-type l4 needs a machine type of the G2 series (...), ...
 """
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ def check_accelerator(machine_type: str, gpu: str, count: int) -> list[dict[str,
         return []
     if spec.series != "n1":
         raise UsageError(
-            f"--gpu-type {gpu} needs a {spec.series.upper()} machine type "
+            f"--gpu-type {gpu} needs a machine type of the {spec.series.upper()} series "
             f"({_series_examples(spec.series)}), not {machine_type}"
         )
     match = _N1_RE.match(machine_type)
