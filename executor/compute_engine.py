@@ -27,10 +27,7 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
-import requests
-
 from jobcommon.errors import JobError, UsageError
-from jobcommon.retry import call_with_retries
 
 log = logging.getLogger(__name__)
 
@@ -249,7 +246,7 @@ class _Transient(Exception):
     """A 429/5xx answer or a dropped connection: worth another try."""
 
 
-def _error_message(resp: requests.Response) -> str:
+def _error_message(resp) -> str:
     try:
         return resp.json()["error"]["message"]
     except (ValueError, KeyError, TypeError):
@@ -257,6 +254,10 @@ def _error_message(resp: requests.Response) -> str:
 
 
 def _call(method: str, url: str, token: str, what: str, body: dict | None = None) -> dict:
+    import requests  # here, not at import time: `launch --help` needs none of it
+
+    from jobcommon.retry import call_with_retries
+
     def once() -> requests.Response:
         try:
             resp = requests.request(

@@ -10,6 +10,7 @@ can launch a VM and block on the result::
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import time
@@ -123,3 +124,44 @@ def wait(
             )
         pause = interval if deadline is None else min(interval, deadline - time.monotonic())
         time.sleep(max(0.0, pause))
+
+
+def add_status_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "run_output", metavar="RUN_OUTPUT",
+        help="the run's output notebook (or its .status.json), local or gs://",
+    )  # fmt: skip
+    parser.add_argument("--json", action="store_true", help="print the whole status record")
+
+
+def add_wait_flags(parser: argparse.ArgumentParser) -> None:
+    from executor.options import positive_seconds
+
+    parser.add_argument(
+        "run_output", metavar="RUN_OUTPUT",
+        help="the run's output notebook (or its .status.json), local or gs://",
+    )  # fmt: skip
+    parser.add_argument(
+        "--timeout", type=positive_seconds, default=None, metavar="S",
+        help=f"give up after S seconds with exit code {exitcodes.EXIT_WAIT_TIMED_OUT} "
+        "(default: wait as long as it takes)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--interval", type=positive_seconds, default=DEFAULT_INTERVAL, metavar="S",
+        help="seconds between reads of the status file (default: %(default)s)",
+    )  # fmt: skip
+
+
+def status_main(args: argparse.Namespace) -> int:
+    """``executor status``: print the run's state; exit 0 when a status file was read."""
+    record = read_status(args.run_output)
+    print(json.dumps(record, indent=2) if args.json else summary(record))
+    return exitcodes.EXIT_OK
+
+
+def wait_main(args: argparse.Namespace) -> int:
+    """``executor wait``: block until the run is final; exit with the run's exit code."""
+    record = wait(args.run_output, args.timeout, args.interval)
+    print(summary(record))
+    code = record.get("exit_code")
+    return code if isinstance(code, int) else exitcodes.EXIT_FAILED

@@ -20,17 +20,17 @@ Example:
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import math
+import os
 import sys
 import time
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-
-import requests
 
 from executor import exitcodes, outputs
 from jobcommon import storage
@@ -92,7 +92,7 @@ class _Transient(Exception):
     pass
 
 
-def _error_message(resp: requests.Response) -> str:
+def _error_message(resp) -> str:
     try:
         return resp.json()["error"]["message"]
     except (ValueError, KeyError, TypeError):
@@ -105,6 +105,8 @@ class VertexClient:
     def __init__(self, project: str, region: str, token: str, endpoint: str | None = None):
         self.project = project
         self.region = region
+        import requests  # here, not at import time: `batch --help` needs none of it
+
         self.endpoint = (endpoint or default_endpoint(region)).rstrip("/")
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"Bearer {token}"
@@ -117,6 +119,8 @@ class VertexClient:
         )
 
     def _call(self, method: str, url: str, what: str, body: dict | None = None) -> dict:
+        import requests
+
         def once() -> requests.Response:
             try:
                 resp = self.session.request(method, url, json=body, timeout=60)
@@ -191,8 +195,10 @@ def parameter_args(parameters: dict[str, Any]) -> list[str]:
 
     args: list[str] = []
     for name, value in parameters.items():
-        if value is None or isinstance(value, bool | int) or (
-            isinstance(value, float) and math.isfinite(value)
+        if (
+            value is None
+            or isinstance(value, bool | int)
+            or (isinstance(value, float) and math.isfinite(value))
         ):
             args += ["-p", name, repr(value)]
         elif isinstance(value, str):
@@ -256,6 +262,75 @@ class VertexSettings:
                         f"{path!r}: a Vertex AI job can only read and write gs:// paths; "
                         "give gs:// INPUT and OUTPUT_PREFIX"
                     )
+
+
+def add_flags(parser: argparse.ArgumentParser) -> None:
+    """The sweep's ``--backend`` and what the Vertex AI backend needs."""
+    g = parser.add_argument_group("Vertex AI backend (--backend vertex)")
+    g.add_argument(
+        "--backend",
+        choices=("local", "vertex"),
+        default="local",
+        help="local: kernels on this machine (default); vertex: one Vertex AI CustomJob per run",
+    )
+    g.add_argument("--project", default=None, help="project id (default: GOOGLE_CLOUD_PROJECT)")
+    g.add_argument("--region", default="us-central1", help="default: %(default)s")
+    g.add_argument("--image-uri", default=None, help="the executor image")
+    g.add_argument("--machine-type", default="n1-standard-4", help="default: %(default)s")
+    g.add_argument(
+        "--accelerator",
+        default=None,
+        metavar="TYPE",
+        help=f"GPU type, one of {', '.join(ACCELERATOR_TYPES)} (default: none)",
+    )
+    g.add_argument("--accelerator-count", type=int, default=1, help="GPUs per job (default: 1)")
+    g.add_argument(
+        "--display-name",
+        default="executor-sweep",
+        help="jobs are named DISPLAY_NAME-run-NNN (default: %(default)s)",
+    )
+    g.add_argument("--service-account", default=None, help="run the jobs as this account")
+    g.add_argument(
+        "--labels", action="append", default=[], metavar="KEY=VALUE[,KEY=VALUE]",
+        help="job labels (repeatable)",
+    )  # fmt: skip
+    g.add_argument(
+        "--poll-interval",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="seconds between customJobs.get calls (default: %(default)s)",
+    )
+    g.add_argument(
+        "--api-endpoint", default=None, help="default: https://REGION-aiplatform.googleapis.com"
+    )
+    g.add_argument(
+        "--access-token",
+        default=os.environ.get("CLOUDSDK_AUTH_ACCESS_TOKEN"),
+        help="OAuth token (default: CLOUDSDK_AUTH_ACCESS_TOKEN, else the application "
+        "default credentials)",
+    )
+    g.add_argument("--dry-run", action="store_true", help="print the create requests, send nothing")
+
+
+def settings_from_args(args: argparse.Namespace) -> VertexSettings:
+    from executor.compute_engine import parse_labels
+
+    if args.poll_interval <= 0:
+        raise UsageError("--poll-interval must be more than 0 seconds")
+    return VertexSettings(
+        project=args.project or os.environ.get("GOOGLE_CLOUD_PROJECT") or "",
+        region=args.region,
+        image_uri=args.image_uri or "",
+        machine_type=args.machine_type,
+        accelerator_type=args.accelerator,
+        accelerator_count=args.accelerator_count,
+        display_name=args.display_name,
+        service_account=args.service_account,
+        labels=parse_labels(args.labels),
+        api_endpoint=args.api_endpoint,
+        poll_interval=args.poll_interval,
+    )
 
 
 def job_body(run: SweepRun, settings: VertexSettings) -> dict[str, Any]:
