@@ -209,6 +209,50 @@ def parameter_args(parameters: dict[str, Any]) -> list[str]:
     return args
 
 
+# RunOptions fields that are not flags of the remote `executor run`: the parameter sources
+# (the run's typed values go as -p/-r/-y instead) and the run id (given on its own).
+_NOT_PASSED = frozenset({
+    "parameters", "parameters_raw", "parameters_file", "parameters_yaml", "parameters_base64",
+    "run_id",
+})  # fmt: skip
+
+
+def option_args(options: Any) -> list[str]:
+    """``executor run`` flags for every run option that is not its default.
+
+    Example:
+        >>> from executor.options import RunOptions
+        >>> option_args(RunOptions(job_timeout=60.0, log_output=True, progress_bar=False))
+        ['--job-timeout', '60.0', '--log-output', '--no-progress-bar']
+    """
+    import dataclasses
+
+    args: list[str] = []
+    for f in dataclasses.fields(options):
+        value = getattr(options, f.name)
+        if f.name in _NOT_PASSED or value == f.default:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if value is True:
+            args.append(flag)
+        elif value is False:
+            args.append("--no-" + flag[2:])
+        else:
+            args += [flag, str(value)]
+    return args
+
+
+def sweep_run(req: Any) -> SweepRun:
+    """The CustomJob side of a prepared (checked) run of the sweep."""
+    injected = {
+        "PAPERMILL_INPUT_PATH": req.options.injects_input_path and req.input,
+        "PAPERMILL_OUTPUT_PATH": req.options.injects_output_path and req.output,
+    }
+    # The remote run injects these itself.
+    parameters = {k: v for k, v in req.parameters.items() if injected.get(k) != v}
+    return SweepRun(req.run_id, req.input, req.output, parameters, option_args(req.options))
+
+
 @dataclass
 class SweepRun:
     """One run of a sweep, already checked locally: what its CustomJob will execute."""
@@ -243,7 +287,8 @@ class VertexSettings:
     api_endpoint: str | None = None
     poll_interval: float = 30.0
 
-    def check(self, runs: list[SweepRun]) -> None:
+    def check(self, input_path: str, output_prefix: str) -> None:
+        """Everything the jobs need that can be checked before anything is read or sent."""
         if not self.project:
             raise UsageError("--backend vertex needs --project (or GOOGLE_CLOUD_PROJECT)")
         if not self.region or not self.image_uri:
@@ -255,13 +300,12 @@ class VertexSettings:
             )
         if self.accelerator_count < 1:
             raise UsageError("--accelerator-count must be 1 or more")
-        for run in runs:
-            for path in (run.input, run.output):
-                if not storage.is_gcs(path):
-                    raise UsageError(
-                        f"{path!r}: a Vertex AI job can only read and write gs:// paths; "
-                        "give gs:// INPUT and OUTPUT_PREFIX"
-                    )
+        for path in (input_path, output_prefix):
+            if not storage.is_gcs(path):
+                raise UsageError(
+                    f"{path!r}: a Vertex AI job can only read and write gs:// paths; "
+                    "give gs:// INPUT and OUTPUT_PREFIX"
+                )
 
 
 def add_flags(parser: argparse.ArgumentParser) -> None:
@@ -333,6 +377,13 @@ def settings_from_args(args: argparse.Namespace) -> VertexSettings:
     )
 
 
+def check_args(args: argparse.Namespace) -> VertexSettings:
+    """The backend's settings, checked (call it before the runs are prepared)."""
+    settings = settings_from_args(args)
+    settings.check(args.input, args.output_prefix)
+    return settings
+
+
 def job_body(run: SweepRun, settings: VertexSettings) -> dict[str, Any]:
     output_dir = run.output.rsplit("/", 1)[0]
     return custom_job_body(
@@ -379,6 +430,24 @@ def _status_or_failure(run: SweepRun, job: dict) -> dict[str, Any]:
         "glued": {},
         "error": {"name": "VertexJobError", "message": f"{job.get('name')}: {reason}"},
     }
+
+
+def run_backend(args: argparse.Namespace, prepared: list[Any]) -> list[dict] | None:
+    """``batch --backend vertex`` after the runs are checked: create the jobs, wait, and
+    return the runs' status records; None for ``--dry-run`` (printed, nothing sent)."""
+    import shutil
+
+    settings = check_args(args)
+    runs = [sweep_run(req) for req in prepared]
+    for req in prepared:  # the local copies were only needed for the checks
+        shutil.rmtree(req.workdir, ignore_errors=True)
+    if args.dry_run:
+        print_requests(runs, settings)
+        return None
+    from jobcommon.gcp_auth import access_token
+
+    token = access_token(f"projects/{settings.project}", explicit=args.access_token)
+    return run_sweep(runs, settings, token)
 
 
 def run_sweep(runs: list[SweepRun], settings: VertexSettings, token: str) -> list[dict]:
