@@ -42,22 +42,34 @@ def classify(exc: BaseException) -> dict:
 
 
 def execute(spec: dict) -> dict:
+    import contextlib
+
     import papermill
 
-    try:
-        papermill.execute_notebook(
-            spec["input"],
-            spec["output"],
-            parameters=spec["parameters"],
-            kernel_name=spec["kernel"],
-            cwd=spec.get("cwd"),
-            start_timeout=spec.get("start_timeout", 60),
-            execution_timeout=spec.get("execution_timeout"),
-            progress_bar=False,
-            log_output=spec.get("log_output", False),
-        )
-    except Exception as exc:  # every failure is a result to report, not a crash
-        return classify(exc)
+    with contextlib.ExitStack() as files:
+        streams = {
+            f"{name}_file": files.enter_context(open(spec[f"{name}_file"], "w", encoding="utf-8"))
+            for name in ("stdout", "stderr")
+            if spec.get(f"{name}_file")
+        }
+        try:
+            papermill.execute_notebook(
+                spec["input"],
+                spec["output"],
+                parameters=spec["parameters"],
+                kernel_name=spec["kernel"],
+                language=spec.get("language"),
+                cwd=spec.get("cwd"),
+                start_timeout=spec.get("start_timeout", 60),
+                execution_timeout=spec.get("execution_timeout"),
+                prepare_only=spec.get("prepare_only", False),
+                report_mode=spec.get("report_mode", False),
+                progress_bar=spec.get("progress_bar", False),
+                log_output=spec.get("log_output", False),
+                **streams,
+            )
+        except Exception as exc:  # every failure is a result to report, not a crash
+            return classify(exc)
     return {"state": exitcodes.SUCCEEDED}
 
 

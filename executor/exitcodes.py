@@ -6,13 +6,15 @@ code  meaning
 0     SUCCEEDED: every cell ran
 2     bad arguments or parameters (unknown parameter, wrong type, bad path)
 3-7   an input could not be read (not found, permission, credentials, ...)
+8     (vm-run) the metadata server could not be read
 10    FAILED: a cell raised an exception
 11    TIMED_OUT: a cell ran past --execution-timeout or the run past --job-timeout
 12    KERNEL_DIED: the kernel process died (crash, out of memory, os._exit)
-13    UPLOAD_FAILED: the final notebook could not be uploaded before the deadline
+13    UPLOAD_FAILED: an output could not be uploaded before --upload-deadline
 14    SELF_DELETE_FAILED: (vm-run) the run succeeded but the VM could not delete itself
 15    PREEMPTED: (vm-run) Compute Engine preempted the Spot VM; the notebook so far is saved
 16    (wait) --timeout passed before the run reached a final state
+130   interrupted (SIGINT/SIGTERM); the status file's exit_code says 130 too
 ====  ====================================================================
 """
 
@@ -50,10 +52,12 @@ HELP_TEXT = """exit codes:
   2   usage            bad arguments, unknown or mistyped parameters, bad output template
   3-7 input            not found (3), permission denied (4), no credentials (5),
                        storage error (6), bad input (7)
+  8   metadata         (vm-run) the metadata server could not be read
   10  FAILED           a cell raised an exception
   11  TIMED_OUT        a cell exceeded --execution-timeout or the run --job-timeout
   12  KERNEL_DIED      the kernel process died
-  13  UPLOAD_FAILED    the final notebook could not be uploaded before --upload-deadline
+  13  UPLOAD_FAILED    an output could not be uploaded before --upload-deadline
   14  SELF_DELETE_FAILED  (vm-run) the run succeeded but deleting the VM failed
   15  PREEMPTED        (vm-run) the Spot VM was preempted; the notebook so far is saved
-  16  wait timed out   (wait) --timeout passed before the run reached a final state"""
+  16  wait timed out   (wait) --timeout passed before the run reached a final state
+  130 interrupted      SIGINT/SIGTERM (the status file says 130 too)"""

@@ -24,29 +24,33 @@ def notebook_kernel(nb) -> tuple[str | None, str | None]:
     return spec.get("name"), (str(language).lower() if language else None)
 
 
-def choose_kernel(nb, requested: str | None = None) -> str:
-    """The kernel to run ``nb`` with.
+def choose_kernel(nb, requested: str | None = None, language: str | None = None) -> tuple[str, str]:
+    """The kernel to run ``nb`` with, and the language of its code: ``(name, language)``.
 
     ``requested`` (``-k``) must be installed. Otherwise the notebook's own kernel is used
     when installed, else an installed kernel of the same language (with a warning); with
-    no same-language kernel the run fails with the list of what is installed.
+    no same-language kernel the run fails, naming the kernel and what is installed.
+    ``language`` (``-l``) replaces the notebook's language, as papermill's ``-l`` does.
     """
     kernels = installed_kernels()
+    name, own_language = notebook_kernel(nb)
+    language = (language or "").lower() or None
     if requested:
         if requested not in kernels:
             raise UsageError(
                 f"kernel {requested!r} (-k) is not installed; installed kernels: {sorted(kernels)}"
             )
-        return requested
-    name, language = notebook_kernel(nb)
+        return requested, language or own_language or kernels[requested] or "python"
     if name and name in kernels:
-        return name
-    language = language or (kernels.get(name) if name else None) or "python"
+        return name, language or own_language or kernels[name] or "python"
+    language = language or own_language or "python"
     same = sorted(k for k, lang in kernels.items() if lang == language)
     if not same:
+        asked = f"kernel {name!r} ({language})" if name else f"a {language} kernel"
         raise UsageError(
-            f"the notebook asks for kernel {name!r} ({language}), which is not installed, and "
-            f"no installed kernel runs {language}: installed {kernels}; install one or pass -k"
+            f"the notebook needs {asked}, and no such kernel is installed: no installed "
+            f"kernel runs {language} (installed: {sorted(kernels)}); install one, or pass "
+            "-k KERNEL to run it with another"
         )
     chosen = "python3" if "python3" in same else same[0]
     if name:
@@ -56,4 +60,4 @@ def choose_kernel(nb, requested: str | None = None) -> str:
             chosen,
             language,
         )
-    return chosen
+    return chosen, language

@@ -18,17 +18,16 @@ Example::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
 import re
-import shlex
 import sys
 from typing import Any
 
-import requests
-
-from executor import metadata, outputs
+from executor import outputs
+from executor.options import RunOptions
 from jobcommon import storage
 from jobcommon.errors import JobError, UsageError
 
@@ -139,11 +138,6 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="keep the VM after the run (for debugging; you delete it)",
     )
-    g.add_argument("--execution-timeout", type=float, default=None, metavar="S")
-    g.add_argument("--job-timeout", type=float, default=None, metavar="S")
-    g.add_argument("--mirror-interval", type=float, default=None, metavar="S")
-    g.add_argument("-k", "--kernel", default=None)
-    g.add_argument("--run-id", default=None)
     g.add_argument("--dry-run", action="store_true", help="print the request, send nothing")
     g.add_argument(
         "--access-token",
@@ -151,20 +145,6 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         help="OAuth token (default: CLOUDSDK_AUTH_ACCESS_TOKEN, else the "
         "application default credentials)",
     )
-
-
-def parameters_string(args: argparse.Namespace) -> str:
-    """The run's -p/-r/-y options as one string that ``vm-run`` splits with shlex."""
-    tokens: list[str] = []
-    for name, value in args.parameters:
-        tokens += ["-p", name, value]
-    for name, value in args.parameters_raw:
-        tokens += ["-r", name, value]
-    for text in args.parameters_yaml:
-        tokens += ["-y", text]
-    for path in args.parameters_file:
-        tokens += ["-f", path]
-    return shlex.join(tokens)
 
 
 def build_request(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
@@ -181,7 +161,10 @@ def build_request(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     project = args.project or os.environ.get("GOOGLE_CLOUD_PROJECT")
     if not project:
         raise UsageError("give --project (or set GOOGLE_CLOUD_PROJECT)")
-    run_id = args.run_id or outputs.new_run_id()
+    # Every run option travels in the metadata; vm-run reads them back with from_metadata.
+    options = RunOptions.from_args(args)
+    run_id = options.run_id or outputs.new_run_id()
+    options = dataclasses.replace(options, run_id=run_id)
     name = args.name or "notebook-" + re.sub(r"[^a-z0-9-]", "-", run_id.lower())[:50]
     if not _NAME_RE.match(name):
         raise UsageError(f"VM name {name!r}: use 1-63 lowercase letters, digits and '-'")
@@ -189,16 +172,12 @@ def build_request(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     items = {
         "input_notebook_path": args.input,
         "output_notebook_path": args.output.replace("{run_id}", run_id),
-        "parameters": parameters_string(args),
+        **options.to_metadata(),
         "stay_alive": "true" if args.stay_alive else "false",
         "executor_image": args.image_uri,
         "executor_gpu_count": str(args.gpu_count),
         "startup-script": STARTUP_SCRIPT,
     }
-    for key in ("execution_timeout", "job_timeout", "mirror_interval", "kernel"):
-        value = getattr(args, key)
-        if value is not None:
-            items[key] = str(value)
     body: dict[str, Any] = {
         "name": name,
         "machineType": f"zones/{zone}/machineTypes/{args.machine_type}",
@@ -248,6 +227,10 @@ def _token(args: argparse.Namespace) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
+    import requests
+
+    from executor import metadata
+
     project, body = build_request(args)
     url = metadata.instance_url(project, args.zone)
     if args.dry_run:

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 import urllib.parse
 
 import requests
 
-from jobcommon.errors import JobError
+from jobcommon.errors import JobError, MetadataError
+from jobcommon.retry import call_with_retries
 
 log = logging.getLogger(__name__)
 
@@ -21,11 +21,15 @@ DEFAULT_METADATA_HOST = "metadata.google.internal"
 DEFAULT_COMPUTE_ENDPOINT = "https://compute.googleapis.com"
 HEADERS = {"Metadata-Flavor": "Google"}
 
+__all__ = ["MetadataClient", "MetadataError", "delete_instance", "instance_url"]
 
-class MetadataError(JobError):
-    """The metadata server could not be read."""
 
-    exit_code = 6
+class _Retry(Exception):
+    """A 429/5xx answer: worth another try."""
+
+
+def _transient(exc: BaseException) -> bool:
+    return isinstance(exc, requests.RequestException | _Retry)
 
 
 def metadata_root() -> str:
@@ -55,26 +59,30 @@ class MetadataClient:
 
     def get(self, path: str) -> str | None:
         url = f"{self.root}/{path.lstrip('/')}"
-        delay = 0.5
-        for attempt in range(1, self.attempts + 1):
-            try:
-                resp = self.session.get(url, headers=HEADERS, timeout=10)
-            except requests.RequestException as exc:
-                if attempt == self.attempts:
-                    raise MetadataError(
-                        f"the metadata server at {url} did not answer ({exc}); vm-run must run "
-                        "on a Compute Engine VM (or set GCE_METADATA_HOST)"
-                    ) from exc
-            else:
-                if resp.status_code == 404:
-                    return None
-                if resp.status_code == 200:
-                    return resp.text
-                if resp.status_code < 500 or attempt == self.attempts:
-                    raise MetadataError(f"metadata {url}: HTTP {resp.status_code}")
-            time.sleep(delay)
-            delay = min(delay * 2, 5)
-        return None
+
+        def once() -> requests.Response:
+            resp = self.session.get(url, headers=HEADERS, timeout=10)
+            if resp.status_code >= 500 or resp.status_code == 429:
+                raise _Retry(f"HTTP {resp.status_code}")
+            return resp
+
+        try:
+            resp = call_with_retries(
+                once, what=f"metadata {url}", is_transient=_transient, attempts=self.attempts,
+                max_wait=5.0,
+            )  # fmt: skip
+        except requests.RequestException as exc:
+            raise MetadataError(
+                f"the metadata server at {url} did not answer ({exc}); vm-run must run "
+                "on a Compute Engine VM (or set GCE_METADATA_HOST)"
+            ) from exc
+        except _Retry as exc:
+            raise MetadataError(f"metadata {url}: {exc}") from exc
+        if resp.status_code == 404:
+            return None
+        if resp.status_code != 200:
+            raise MetadataError(f"metadata {url}: HTTP {resp.status_code}")
+        return resp.text
 
     def attribute(self, key: str) -> str | None:
         return self.get(f"instance/attributes/{urllib.parse.quote(key)}")
@@ -109,20 +117,23 @@ def delete_instance(project: str, zone: str, name: str, token: str, attempts: in
     """``DELETE .../instances/NAME``; returns the operation. Retries 429/5xx and dropped
     connections; raises JobError when it cannot be sent."""
     url = instance_url(project, zone, name)
-    delay = 1.0
-    last = ""
-    for attempt in range(1, attempts + 1):
-        try:
-            resp = requests.delete(url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
-        except requests.RequestException as exc:
-            last = str(exc)
-        else:
-            if resp.status_code in (200, 201, 202, 204):
-                return resp.json() if resp.content else {}
-            last = f"HTTP {resp.status_code}: {resp.text[:200]}"
-            if resp.status_code not in (429,) and resp.status_code < 500:
-                break
-        if attempt < attempts:
-            time.sleep(delay)
-            delay = min(delay * 2, 15)
-    raise JobError(f"could not delete instance {project}/{zone}/{name} ({url}): {last}")
+
+    def once() -> requests.Response:
+        resp = requests.delete(url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+        if resp.status_code >= 500 or resp.status_code == 429:
+            raise _Retry(f"HTTP {resp.status_code}: {resp.text[:200]}")
+        return resp
+
+    try:
+        resp = call_with_retries(
+            once, what=f"deleting {url}", is_transient=_transient, attempts=attempts,
+            first_wait=1.0, max_wait=15.0,
+        )  # fmt: skip
+    except (requests.RequestException, _Retry) as exc:
+        raise JobError(f"could not delete instance {project}/{zone}/{name} ({url}): {exc}") from exc
+    if resp.status_code in (200, 201, 202, 204):
+        return resp.json() if resp.content else {}
+    raise JobError(
+        f"could not delete instance {project}/{zone}/{name} ({url}): "
+        f"HTTP {resp.status_code}: {resp.text[:200]}"
+    )

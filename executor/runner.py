@@ -12,6 +12,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -24,13 +25,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import nbformat
-
 from executor import exitcodes, kernels, outputs, status
 from executor import params as paramlib
-from executor.mirror import Mirror, UploadFailed
+from executor.mirror import Deadline, Mirror, UploadFailed, bounded
+from executor.options import RunOptions
 from jobcommon import storage
-from jobcommon.errors import BadInputError, UsageError
+from jobcommon.cli import EXIT_INTERRUPTED
+from jobcommon.errors import BadInputError, JobError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -44,17 +45,12 @@ class RunRequest:
     local_input: str
     parameters: dict[str, Any]
     kernel: str
+    language: str
     run_id: str
-    cwd: str | None = None
-    execution_timeout: float | None = None
-    job_timeout: float | None = None
-    start_timeout: float = 60.0
-    mirror_interval: float = 10.0
-    upload_deadline: float = 300.0
-    kill_grace: float = 10.0
-    log_output: bool = False
+    options: RunOptions = field(default_factory=RunOptions)
     log_format: str = "auto"
     log_level: str = "INFO"
+    kill_grace: float = 10.0
     workdir: str = field(default="", repr=False)
 
 
@@ -67,6 +63,8 @@ class RunResult:
 
 
 def load_notebook(path: str, source: str):
+    import nbformat
+
     try:
         return nbformat.read(path, as_version=4)
     except Exception as exc:
@@ -76,49 +74,98 @@ def load_notebook(path: str, source: str):
         ) from exc
 
 
-def prepare(
-    input_path: str,
-    output_template: str,
-    *,
-    files: list[str] = (),
-    yaml_strings: list[str] = (),
-    params: list[tuple[str, str]] = (),
-    raw: list[tuple[str, str]] = (),
-    given: dict[str, paramlib.Given] | None = None,
-    kernel: str | None = None,
-    allow_unknown: bool = False,
-    run_id: str | None = None,
-    workdir: str | None = None,
-    **options: Any,
-) -> RunRequest:
-    """Fetch the input, check and type the parameters, fill the OUTPUT template, pick a kernel.
-
-    ``given`` (already collected parameters) is merged under ``files``/``-y``/``-p``/``-r``.
-    """
+def _fetch(input_path: str, workdir: str):
     storage.validate(input_path)
     if not input_path.endswith(".ipynb"):
         raise UsageError(f"input {input_path!r} must be a notebook ending in .ipynb")
-    workdir = workdir or tempfile.mkdtemp(prefix="executor-")
     local_input = os.path.join(workdir, "input.ipynb")
     storage.download_file(input_path, local_input)
-    nb = load_notebook(local_input, input_path)
+    return local_input, load_notebook(local_input, input_path)
+
+
+def collect_parameters(options: RunOptions) -> dict[str, paramlib.Given]:
+    """The parameters the options' sources give (-b, -f, -y, -p, -r), merged."""
+    return paramlib.collect(
+        list(options.parameters_file),
+        list(options.parameters_yaml),
+        list(options.parameters),
+        list(options.parameters_raw),
+        list(options.parameters_base64),
+    )
+
+
+def prepare(
+    input_path: str,
+    output_template: str,
+    options: RunOptions | None = None,
+    *,
+    given: dict[str, paramlib.Given] | None = None,
+    workdir: str | None = None,
+    log_format: str = "auto",
+    log_level: str = "INFO",
+) -> RunRequest:
+    """Fetch the input, pick a kernel, check and type the parameters, fill the OUTPUT template.
+
+    ``given`` (already collected parameters, e.g. a sweep's run) is merged under the
+    options' own sources.
+    """
+    options = options or RunOptions()
+    workdir = workdir or tempfile.mkdtemp(prefix="executor-")
+    local_input, nb = _fetch(input_path, workdir)
+    kernel, language = kernels.choose_kernel(nb, options.kernel, options.language)
     merged = dict(given or {})
-    merged.update(paramlib.collect(list(files), list(yaml_strings), list(params), list(raw)))
-    declared = paramlib.declared_parameters(local_input)
-    typed = paramlib.apply_types(merged, declared, allow_unknown)
-    run_id = run_id or outputs.new_run_id()
+    merged.update(collect_parameters(options))
+    declared = paramlib.declared_parameters(nb, kernel, language)
+    typed = paramlib.apply_types(merged, declared, options.allow_unknown_params, language)
+    run_id = options.run_id or outputs.new_run_id()
     output = outputs.render_output(output_template, typed, run_id)
-    chosen = kernels.choose_kernel(nb, kernel)
+    # Injected paths are asked for by flag, so the parameters cell need not declare them;
+    # like papermill, given parameters of the same name win.
+    injected = {}
+    if options.injects_input_path:
+        injected["PAPERMILL_INPUT_PATH"] = input_path
+    if options.injects_output_path:
+        injected["PAPERMILL_OUTPUT_PATH"] = output
     return RunRequest(
         input=input_path,
         output=output,
         local_input=local_input,
-        parameters=typed,
-        kernel=chosen,
+        parameters={**injected, **typed},
+        kernel=kernel,
+        language=language,
         run_id=run_id,
+        options=options,
+        log_format=log_format,
+        log_level=log_level,
         workdir=workdir,
-        **options,
     )
+
+
+def notebook_help(input_path: str, options: RunOptions) -> tuple[str, int]:
+    """``--help-notebook``: the parameters the notebook's parameters cell defines, as
+    papermill's flag prints them, and the exit code (1 without a parameters cell)."""
+    with tempfile.TemporaryDirectory(prefix="executor-") as workdir:
+        _, nb = _fetch(input_path, workdir)
+    lines = [f"Parameters inferred for notebook '{input_path}':"]
+    if not paramlib.has_parameters_cell(nb):
+        return "\n".join([*lines, "", "  No cell tagged 'parameters'", ""]), 1
+    kernel, language = kernels.choose_kernel(nb, options.kernel, options.language)
+    from papermill.translators import papermill_translators
+
+    translator = papermill_translators.find_translator(kernel, language)
+    cell = next(c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", []))
+    found = translator.inspect(cell)
+    if not found:
+        lines += ["", "  Can't infer anything about this notebook's parameters. "
+                  "It may not have any parameter defined."]  # fmt: skip
+    for p in found:
+        kind = "Unknown type" if p.inferred_type_name == "None" else p.inferred_type_name
+        definition = f"  {p.name}: {kind} (default {p.default})"
+        if len(definition) > 30:
+            lines.append(f"{definition}\n{34 * ' '}{p.help}" if p.help else definition)
+        else:
+            lines.append(f"{definition:<34}{p.help}")
+    return "\n".join(lines) + "\n", 0
 
 
 def _process_tree(pid: int) -> list:
@@ -154,18 +201,43 @@ def _kill_tree(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
-def _run_engine(req: RunRequest, local_output: str, result_path: str) -> tuple[dict, bool]:
+def _stream_files(req: RunRequest) -> dict[str, tuple[str, str]]:
+    """``--stdout-file``/``--stderr-file``: stream -> (local file the engine writes, target).
+    A gs:// target is written locally, then uploaded with the other outputs."""
+    out = {}
+    for stream in ("stdout", "stderr"):
+        target = getattr(req.options, f"{stream}_file")
+        if target:
+            storage.validate(target)
+            local = os.path.join(req.workdir, f"{stream}.txt") if storage.is_gcs(target) else target
+            out[stream] = (local, target)
+    return out
+
+
+def _run_engine(
+    req: RunRequest, local_output: str, result_path: str, streams: dict[str, tuple[str, str]]
+) -> tuple[dict, bool]:
     """Start papermill in its own process; stop it at the job timeout. Returns
     (the engine's result, whether the job timeout fired)."""
+    opts = req.options
+    progress_bar = opts.progress_bar
+    if progress_bar is None:  # papermill's default, but never into a log file or collector
+        progress_bar = not opts.log_output and sys.stderr.isatty()
     spec = {
         "input": req.local_input,
         "output": local_output,
         "parameters": req.parameters,
         "kernel": req.kernel,
-        "cwd": req.cwd,
-        "start_timeout": req.start_timeout,
-        "execution_timeout": req.execution_timeout,
-        "log_output": req.log_output,
+        "language": req.language,
+        "cwd": opts.cwd,
+        "start_timeout": opts.start_timeout,
+        "execution_timeout": opts.execution_timeout,
+        "prepare_only": opts.prepare_only,
+        "report_mode": opts.report_mode,
+        "progress_bar": progress_bar,
+        "log_output": opts.log_output,
+        "stdout_file": streams.get("stdout", (None,))[0],
+        "stderr_file": streams.get("stderr", (None,))[0],
         "log_format": req.log_format,
         "log_level": req.log_level,
         "run_id": req.run_id,
@@ -179,10 +251,10 @@ def _run_engine(req: RunRequest, local_output: str, result_path: str) -> tuple[d
     )
     job_timed_out = False
     try:
-        proc.wait(timeout=req.job_timeout)
+        proc.wait(timeout=opts.job_timeout)
     except subprocess.TimeoutExpired:
         job_timed_out = True
-        log.error("job timeout of %s s reached: interrupting the kernel", req.job_timeout)
+        log.error("job timeout of %s s reached: interrupting the kernel", opts.job_timeout)
         if _interrupt_kernels(proc):
             try:
                 proc.wait(timeout=req.kill_grace)
@@ -214,17 +286,66 @@ def _run_engine(req: RunRequest, local_output: str, result_path: str) -> tuple[d
     return result, job_timed_out
 
 
+def _upload_outputs(
+    req: RunRequest,
+    mirror: Mirror,
+    data: bytes,
+    html: str | None,
+    streams: dict[str, tuple[str, str]],
+    record: dict[str, Any],
+) -> tuple[int, list[str]]:
+    """Every upload after the run, within one --upload-deadline: the notebook, the HTML, the
+    stream files, then the status. Returns (notebook uploads, what could not be uploaded)."""
+    deadline = Deadline(req.options.upload_deadline)
+    failed: list[str] = []
+    try:
+        uploads = mirror.final_upload(deadline, data=data)
+    except UploadFailed as exc:
+        log.error("%s", exc)
+        failed.append(f"notebook {req.output}")
+        uploads = mirror.uploads
+    extra = []
+    if html is not None:
+        extra.append(("HTML rendering", outputs.html_path(req.output), html.encode()))
+    for stream, (local, target) in streams.items():
+        if storage.is_gcs(target) and os.path.exists(local):
+            with open(local, "rb") as f:
+                extra.append((f"{stream} file", target, f.read()))
+    for what, remote, payload in extra:
+        try:
+            bounded(lambda r=remote, p=payload: storage.write_bytes(r, p), deadline, what)
+        except (JobError, UploadFailed) as exc:
+            log.error("could not upload the %s to %s: %s", what, remote, exc)
+            failed.append(f"{what} {remote}")
+    record["exit_code"] = record["exit_code"] or (exitcodes.EXIT_UPLOAD_FAILED if failed else 0)
+    record["notebook_uploads"] = uploads
+    record["upload_failed"] = failed
+    status_remote = outputs.status_path(req.output)
+    try:
+        text = json.dumps(record, indent=2)
+        bounded(lambda: storage.write_text(status_remote, text), deadline, "the status file")
+    except (JobError, UploadFailed) as exc:
+        log.error("could not write the status file %s: %s", status_remote, exc)
+        failed.append(f"status {status_remote}")
+    return uploads, failed
+
+
 def execute(req: RunRequest) -> RunResult:
     """Execute a prepared run; outputs are uploaded whatever the outcome.
 
-    Writes OUTPUT (mirrored while running), OUTPUT as HTML and ``OUTPUT.status.json``.
+    Writes OUTPUT (mirrored while running), OUTPUT as HTML, ``OUTPUT.status.json`` and the
+    --stdout-file/--stderr-file targets.
     """
+    import nbformat
+
     workdir = req.workdir or tempfile.mkdtemp(prefix="executor-")
     req.workdir = workdir
+    opts = req.options
     local_output = os.path.join(workdir, "output.ipynb")
     result_path = os.path.join(workdir, "engine-result.json")
     html_remote = outputs.html_path(req.output)
     status_remote = outputs.status_path(req.output)
+    streams = _stream_files(req)
     started = datetime.now(UTC)
     common = dict(
         run_id=req.run_id,
@@ -240,54 +361,46 @@ def execute(req: RunRequest) -> RunResult:
         status_remote,
         json.dumps(status.build_status(state=exitcodes.RUNNING, ended=None, **common), indent=2),
     )
-    mirror = Mirror(local_output, req.output, req.mirror_interval).start()
+    mirror = Mirror(local_output, req.output, opts.mirror_interval).start()
     try:
-        result, job_timed_out = _run_engine(req, local_output, result_path)
+        result, job_timed_out = _run_engine(req, local_output, result_path, streams)
     except BaseException:
-        mirror.stop()
+        mirror.stop(0)
         raise
     interrupted = bool(result.get("interrupted"))
     if interrupted:
-        # Shutting down: keep the final upload short.
-        req.upload_deadline = min(req.upload_deadline, 20.0)
+        # Shutting down: keep the final uploads short.
+        req.options = dataclasses.replace(opts, upload_deadline=min(opts.upload_deadline, 20.0))
     ended = datetime.now(UTC)
     state = result.get("state", exitcodes.FAILED)
     timeout = None
     if job_timed_out:
         state = exitcodes.TIMED_OUT
-        timeout = {"kind": "job", "seconds": req.job_timeout}
+        timeout = {"kind": "job", "seconds": opts.job_timeout}
         raised = result.get("ename")  # what the interrupted cell raised, if it got that far
-        result["evalue"] = f"the run exceeded --job-timeout of {req.job_timeout} s" + (
+        result["evalue"] = f"the run exceeded --job-timeout of {opts.job_timeout} s" + (
             f" (the interrupted cell raised {raised})" if raised else ""
         )
         result["ename"] = "JobTimeout"
     elif state == exitcodes.TIMED_OUT:
-        timeout = {"kind": "cell", "seconds": req.execution_timeout}
+        timeout = {"kind": "cell", "seconds": opts.execution_timeout}
 
-    mirror.stop()
     nb = _final_notebook(local_output, mirror, req.local_input)
-    stopped = status.stopped_cell(nb)
     if state in (exitcodes.TIMED_OUT, exitcodes.KERNEL_DIED) or interrupted:
-        reason = result.get("evalue") or state
-        status.mark_stopped(nb, state, reason)
+        status.mark_stopped(nb, state, result.get("evalue") or state)
         stopped = status.stopped_cell(nb, unfinished=True)
+    else:
+        stopped = status.stopped_cell(nb)
     nbformat.write(nb, local_output)
     with open(local_output, "rb") as f:
         data = f.read()
 
-    exit_code = exitcodes.EXIT_CODE_BY_STATE[state]
-    try:
-        uploads = mirror.final_upload(req.upload_deadline, data=data)
-    except UploadFailed as exc:
-        log.error("%s", exc)
-        exit_code = exitcodes.EXIT_UPLOAD_FAILED
-        uploads = mirror.uploads
-
+    exit_code = EXIT_INTERRUPTED if interrupted else exitcodes.EXIT_CODE_BY_STATE[state]
     stopped_at = None
     if stopped is not None and state != exitcodes.SUCCEEDED:
-        index, cell = stopped
+        number, cell = stopped
         stopped_at = {
-            "index": index,
+            "index": number,
             "execution_count": cell.get("execution_count"),
             "source": "".join(cell.get("source", ""))[:300],
         }
@@ -304,28 +417,25 @@ def execute(req: RunRequest) -> RunResult:
         **common,
     )
     record["exit_code"] = exit_code
-    record["notebook_uploads"] = uploads
     try:
-        storage.write_text(html_remote, status.render_html(nb))
+        html = status.render_html(nb)
     except Exception as exc:  # the notebook itself is uploaded; HTML is a convenience
-        log.warning("could not write the HTML rendering %s: %s", html_remote, exc)
-    try:
-        storage.write_text(status_remote, json.dumps(record, indent=2))
-    except Exception as exc:
-        log.error("could not write the status file %s: %s", status_remote, exc)
-        exit_code = exit_code or exitcodes.EXIT_UPLOAD_FAILED
-    level = logging.INFO if state == exitcodes.SUCCEEDED else logging.ERROR
-    log.log(
-        level,
-        "run %s %s in %.1f s%s; output %s",
-        req.run_id,
-        state,
-        record["duration_seconds"],
-        f" at cell {stopped_at['index']}: {error['name']}: {error['message']}"
-        if stopped_at and error
-        else "",
-        req.output,
-    )
+        log.warning("could not render the notebook as HTML: %s", exc)
+        html = None
+    uploads, failed = _upload_outputs(req, mirror, data, html, streams, record)
+    if failed and not exit_code:
+        exit_code = exitcodes.EXIT_UPLOAD_FAILED
+    summary = f"run {req.run_id} {state} in {record['duration_seconds']:.1f} s"
+    if stopped_at and error:
+        summary += f" at cell {stopped_at['index']}: {error['name']}: {error['message']}"
+    if failed:
+        log.error(
+            "%s, but the upload failed for %s within --upload-deadline %g s (exit code %d)",
+            summary, "; ".join(failed), req.options.upload_deadline, exit_code,
+        )  # fmt: skip
+    else:
+        level = logging.INFO if state == exitcodes.SUCCEEDED else logging.ERROR
+        log.log(level, "%s; output %s", summary, req.output)
     shutil.rmtree(workdir, ignore_errors=True)
     if interrupted:
         raise KeyboardInterrupt
@@ -335,6 +445,8 @@ def execute(req: RunRequest) -> RunResult:
 def _final_notebook(local_output: str, mirror: Mirror, local_input: str):
     """The last whole notebook papermill wrote; a kill mid-write falls back to the last
     copy the mirror saw, then to the input."""
+    import nbformat
+
     try:
         return nbformat.read(local_output, as_version=4)
     except Exception:

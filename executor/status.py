@@ -10,8 +10,6 @@ import socket
 from datetime import datetime
 from typing import Any
 
-import nbformat
-
 from executor import exitcodes
 
 log = logging.getLogger(__name__)
@@ -20,38 +18,49 @@ BANNER_TAG = "executor-status"
 
 
 def stopped_cell(nb, unfinished: bool = False) -> tuple[int, dict] | None:
-    """Index (in the output notebook) and cell where execution stopped, if it did.
+    """Where execution stopped, if it did: the cell's number as Jupyter users count it
+    (from 1, in the output notebook, banner cells included) and the cell.
 
     With ``unfinished`` (a run papermill did not end itself: timeout, dead kernel), the
     last cell that started counts too, since papermill marks it completed on the way out.
+
+    >>> import nbformat
+    >>> nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1"),
+    ...     nbformat.v4.new_code_cell("1/0", metadata={"papermill": {"exception": True}})])
+    >>> stopped_cell(nb)[0]
+    2
     """
     last_started = None
-    for index, cell in enumerate(nb.cells):
+    for number, cell in enumerate(nb.cells, start=1):
         meta = cell.get("metadata", {}).get("papermill", {})
         if meta.get("exception") or meta.get("status") in ("failed", "running"):
-            return index, cell
+            return number, cell
         if meta.get("start_time"):
-            last_started = index, cell
+            last_started = number, cell
     return last_started if unfinished else None
 
 
 def mark_stopped(nb, state: str, reason: str) -> int | None:
     """For a run papermill did not finish itself (timeout, dead kernel), label the stopped
-    cell as failed and put a banner on top pointing at it, as papermill does for errors."""
+    cell as failed and put a banner on top pointing at it, as papermill does for errors.
+    Returns the stopped cell's number (from 1, counting the banner)."""
+    import nbformat
+
     found = stopped_cell(nb, unfinished=True)
-    index = None
+    number = None
     if found is not None:
-        index, cell = found
+        number, cell = found
         cell.metadata.setdefault("papermill", {})
         cell.metadata.papermill["status"] = "failed"
         cell.metadata.papermill["exception"] = True
-    where = f" at cell {index + 1}" if index is not None else ""
+        number += 1  # the banner goes above it
+    where = f" at cell {number}" if number is not None else ""
     banner = nbformat.v4.new_markdown_cell(
         f'<span style="color:red; font-size:2em;">{state}{where}: {reason}</span>',
         metadata={"tags": [BANNER_TAG], "papermill": {"status": "completed"}},
     )
     nb.cells.insert(0, banner)
-    return index + 1 if index is not None else None
+    return number
 
 
 def glued_values(path: str) -> dict[str, Any]:

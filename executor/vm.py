@@ -6,19 +6,21 @@ own VM with the metadata server's token, after the outputs are uploaded, whateve
 outcome. Metadata values are data: ``parameters`` is split with :func:`shlex.split` and
 parsed as options; nothing ever goes through a shell.
 
-Metadata keys: ``input_notebook_path``, ``output_notebook_path`` (required),
-``parameters_file``, ``parameters`` (``-p a 1 -p b 2``), ``parameters_yaml``, ``kernel``,
-``execution_timeout``, ``job_timeout``, ``start_timeout``, ``mirror_interval``,
-``stay_alive``.
+Metadata keys: ``input_notebook_path``, ``output_notebook_path`` (required), ``stay_alive``
+and every run option as :meth:`executor.options.RunOptions.to_metadata` writes it
+(``parameters`` as ``-p a 1 -p b 2``, ``parameters_file``, ``kernel``, ``job_timeout``, ...).
+A run that fails before it starts (a missing parameters file, bad parameters, a missing
+bucket) still writes a FAILED ``OUTPUT.status.json`` with the reason, then deletes the VM.
 """
 
 from __future__ import annotations
 
-import argparse
+import json
 import logging
-import shlex
 
-from executor import exitcodes, metadata, runner
+from executor import exitcodes, metadata, outputs, runner, status
+from executor.options import RunOptions
+from jobcommon import storage
 from jobcommon.errors import JobError, UsageError
 
 log = logging.getLogger(__name__)
@@ -26,78 +28,41 @@ log = logging.getLogger(__name__)
 TRUE = {"1", "true", "yes", "on"}
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # argparse would print usage and exit
-        raise UsageError(f"metadata 'parameters': {message}")
-
-
-def parse_parameters(text: str) -> argparse.Namespace:
-    """Split the ``parameters`` metadata value like a command line, without a shell,
-    accepting only parameter options (-p, -r, -f, -y)."""
-    parser = _Parser(prog="parameters", add_help=False)
-    parser.add_argument("-p", "--parameters", nargs=2, action="append", default=[])
-    parser.add_argument(
-        "-r",
-        "--parameters_raw",
-        "--parameters-raw",
-        dest="raw",
-        nargs=2,
-        action="append",
-        default=[],
-    )
-    parser.add_argument(
-        "-f", "--parameters_file", "--parameters-file", dest="files", action="append", default=[]
-    )
-    parser.add_argument(
-        "-y", "--parameters_yaml", "--parameters-yaml", dest="yaml", action="append", default=[]
-    )
-    try:
-        tokens = shlex.split(text or "")
-    except ValueError as exc:
-        raise UsageError(f"metadata 'parameters' cannot be split: {exc}") from exc
-    return parser.parse_args(tokens)
-
-
-def _seconds(md: metadata.MetadataClient, key: str) -> float | None:
-    value = md.attribute(key)
-    if value is None or not value.strip():
-        return None
-    try:
-        return float(value)
-    except ValueError as exc:
-        raise UsageError(f"metadata {key}={value!r} must be a number of seconds") from exc
-
-
 def run_from_metadata(md: metadata.MetadataClient, log_format: str, log_level: str) -> int:
     """Run the notebook the metadata describes; returns the run's exit code."""
-    input_path = md.attribute("input_notebook_path")
-    output_path = md.attribute("output_notebook_path")
+    input_path = (md.attribute("input_notebook_path") or "").strip()
+    output_path = (md.attribute("output_notebook_path") or "").strip()
     if not input_path or not output_path:
         raise UsageError("instance metadata must set input_notebook_path and output_notebook_path")
-    parsed = parse_parameters(md.attribute("parameters") or "")
-    files = [f for f in [(md.attribute("parameters_file") or "").strip()] if f] + parsed.files
-    yaml_strings = [y for y in [md.attribute("parameters_yaml")] if y] + parsed.yaml
-    options = {
-        "execution_timeout": _seconds(md, "execution_timeout"),
-        "job_timeout": _seconds(md, "job_timeout"),
-        "start_timeout": _seconds(md, "start_timeout") or 60.0,
-        "mirror_interval": max(1.0, _seconds(md, "mirror_interval") or 10.0),
-        "upload_deadline": _seconds(md, "upload_deadline") or 300.0,
-        "log_format": log_format,
-        "log_level": log_level,
-    }
-    req = runner.prepare(
-        input_path.strip(),
-        output_path.strip(),
-        files=files,
-        yaml_strings=yaml_strings,
-        params=[tuple(p) for p in parsed.parameters],
-        raw=[tuple(p) for p in parsed.raw],
-        kernel=(md.attribute("kernel") or "").strip() or None,
-        allow_unknown=(md.attribute("allow_unknown_params") or "").strip().lower() in TRUE,
-        **options,
-    )
+    try:
+        options = RunOptions.from_metadata(md.attribute)
+        req = runner.prepare(
+            input_path, output_path, options, log_format=log_format, log_level=log_level
+        )
+    except JobError as exc:
+        _report_early_failure(input_path, output_path, exc)
+        raise
     return runner.execute(req).exit_code
+
+
+def _report_early_failure(input_path: str, output_template: str, exc: JobError) -> None:
+    """A run that fails before it starts still leaves a FAILED status, so a poller stops."""
+    if "{" in output_template:
+        log.error("cannot write a status file: the output %r is still a template", output_template)
+        return
+    from datetime import UTC, datetime
+
+    now = datetime.now(UTC)
+    record = status.build_status(
+        state=exitcodes.FAILED, run_id="", input_path=input_path, output_path=output_template,
+        html="", parameters={}, kernel="", started=now, ended=now,
+        error={"name": type(exc).__name__, "message": str(exc)},
+    )  # fmt: skip
+    record["exit_code"] = exc.exit_code
+    try:
+        storage.write_text(outputs.status_path(output_template), json.dumps(record, indent=2))
+    except JobError as write_exc:
+        log.error("could not write the FAILED status for %s: %s", output_template, write_exc)
 
 
 def main(log_format: str = "auto", log_level: str = "INFO") -> int:

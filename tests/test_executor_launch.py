@@ -7,7 +7,7 @@ import subprocess
 
 from executor_helpers import Recorder, run_cli
 
-from executor import launch, vm
+from executor import launch, options
 
 ARGS = [
     "launch", "gs://bkt/in.ipynb", "gs://bkt/out/{run_id}/result.ipynb",
@@ -48,9 +48,9 @@ def test_dry_run_prints_the_exact_gpu_vm_request(gcs_env):
     assert items["stay_alive"] == "false" and items["job_timeout"] == "3600.0"
     assert items["executor_image"] == "us-docker.pkg.dev/proj-1/repo/executor:1"
     # What vm-run will parse from the metadata is exactly what was given here.
-    parsed = vm.parse_parameters(items["parameters"])
+    parsed = options.parse_parameters(items["parameters"])
     assert parsed.parameters == [["epochs", "40"], ["cmd", '"; rm -rf / #']]
-    assert parsed.yaml == ["gs://bkt/params.yaml"]
+    assert parsed.parameters_yaml == ["gs://bkt/params.yaml"]
     # The startup script is fixed text: no value from the command line is inside it.
     assert items["startup-script"] == launch.STARTUP_SCRIPT
     assert "rm -rf" not in items["startup-script"] and "bkt" not in items["startup-script"]

@@ -114,7 +114,7 @@ def test_output_templates():
 def test_missing_kernel_falls_back_to_the_same_language(caplog):
     nb = notebook(None, "pass", kernel="conda-env-tf-py", language="python")
     with caplog.at_level(logging.WARNING):
-        assert kernels.choose_kernel(nb) == "python3"
+        assert kernels.choose_kernel(nb) == ("python3", "python")
     assert "'conda-env-tf-py' is not installed" in caplog.text
 
 

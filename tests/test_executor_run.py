@@ -86,7 +86,7 @@ def test_failing_cell_is_failed_with_the_cell_and_error_and_uploaded(bucket, gcs
     assert status["state"] == "FAILED"
     assert status["error"] == {"name": "ValueError", "message": "bad value 7"}
     out = _output_nb(output, tmp_path)
-    failed = out.cells[status["failed_cell"]["index"]]
+    failed = out.cells[status["failed_cell"]["index"] - 1]
     assert "raise ValueError" in "".join(failed.source)
     assert failed.outputs[0]["ename"] == "ValueError"
     assert out.cells[-1].get("execution_count") is None  # the cell after it never ran
@@ -105,9 +105,11 @@ def test_cell_past_execution_timeout_is_timed_out(bucket, gcs_env, tmp_path):
     assert status["state"] == "TIMED_OUT" and status["timeout"] == {"kind": "cell", "seconds": 2}
     assert status["duration_seconds"] < 40
     out = _output_nb(output, tmp_path)
-    stopped = out.cells[status["failed_cell"]["index"]]
+    stopped = out.cells[status["failed_cell"]["index"] - 1]
     assert "time.sleep(60)" in "".join(stopped.source)
     assert "TIMED_OUT" in "".join(out.cells[0].source)  # the banner pointing at it
+    # The banner and the status count cells the same way, from 1 as a reader does.
+    assert f"at cell {status['failed_cell']['index']}:" in "".join(out.cells[0].source)
 
 
 def test_run_past_job_timeout_is_stopped_where_it_was(bucket, gcs_env, tmp_path):
@@ -121,7 +123,7 @@ def test_run_past_job_timeout_is_stopped_where_it_was(bucket, gcs_env, tmp_path)
     assert status["error"]["name"] == "JobTimeout"
     assert 6 <= status["duration_seconds"] < 40
     out = _output_nb(output, tmp_path)
-    stopped = out.cells[status["failed_cell"]["index"]]
+    stopped = out.cells[status["failed_cell"]["index"] - 1]
     assert "time.sleep(120)" in "".join(stopped.source)
     first = next(c for c in out.cells if "first cell done" in "".join(c.source))
     assert first.metadata.papermill.status == "completed"
@@ -137,8 +139,9 @@ def test_dead_kernel_is_kernel_died(bucket, gcs_env, tmp_path):
     status = _status(output)
     assert status["state"] == "KERNEL_DIED"
     out = _output_nb(output, tmp_path)
-    assert "os._exit(1)" in "".join(out.cells[status["failed_cell"]["index"]].source)
+    assert "os._exit(1)" in "".join(out.cells[status["failed_cell"]["index"] - 1].source)
     assert "KERNEL_DIED" in "".join(out.cells[0].source)
+    assert f"at cell {status['failed_cell']['index']}:" in "".join(out.cells[0].source)
 
 
 @pytest.mark.parametrize(
@@ -243,6 +246,7 @@ def test_sigterm_stops_the_kernel_and_still_uploads_what_ran(bucket, gcs_env, tm
     assert proc.returncode == 130, out[-2000:] + err[-2000:]
     status = _status(output)
     assert status["state"] == "FAILED" and status["error"]["name"] == "Interrupted"
+    assert status["exit_code"] == proc.returncode  # the status says what the process exited with
     final = _output_nb(output, tmp_path)
-    assert "time.sleep(120)" in "".join(final.cells[status["failed_cell"]["index"]].source)
-    assert "step one" in json.dumps(final.cells[status["failed_cell"]["index"] - 1].outputs)
+    assert "time.sleep(120)" in "".join(final.cells[status["failed_cell"]["index"] - 1].source)
+    assert "step one" in json.dumps(final.cells[status["failed_cell"]["index"] - 2].outputs)

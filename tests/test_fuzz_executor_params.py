@@ -10,8 +10,8 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from executor import options as optionslib
 from executor import params as paramlib
-from executor import vm as vmlib
 from jobcommon.errors import UsageError
 
 SETTINGS = settings(max_examples=200, deadline=None)
@@ -65,7 +65,7 @@ def test_coercion_gives_the_declared_type_or_a_usage_error(value, kind, from_cli
 @given(st.text())
 def test_vm_parameters_metadata_parses_or_is_a_usage_error(text):
     with contextlib.suppress(UsageError):
-        vmlib.parse_parameters(text)
+        optionslib.parse_parameters(text)
 
 
 values = st.text().filter(lambda v: not v.startswith("-") and "\x00" not in v)
@@ -80,6 +80,6 @@ def test_vm_parameters_round_trip_through_shell_quoting(params, raw):
         [f"-p {shlex.quote(n)} {shlex.quote(v)}" for n, v in params]
         + [f"-r {shlex.quote(n)} {shlex.quote(v)}" for n, v in raw]
     )
-    parsed = vmlib.parse_parameters(text)
+    parsed = optionslib.parse_parameters(text)
     assert [tuple(p) for p in parsed.parameters] == params
-    assert [tuple(p) for p in parsed.raw] == raw
+    assert [tuple(p) for p in parsed.parameters_raw] == raw

@@ -16,8 +16,8 @@ from hostile import corpus
 from batch import instances
 from batch.model import InputSpec
 from executor import exitcodes, outputs
+from executor import options as optionslib
 from executor import params as paramlib
-from executor import vm as vmlib
 from jobcommon.errors import UsageError
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -187,10 +187,11 @@ def test_vm_parameters_metadata_is_split_without_a_shell(case, tmp_path):
 
     marker = _marker(tmp_path)
     value = corpus.hostile_values(marker)[case]
-    parsed = vmlib.parse_parameters(f"-p value {shlex.quote(value)} -r raw {shlex.quote(value)}")
-    assert parsed.parameters == [["value", value]] and parsed.raw == [["raw", value]]
+    quoted = shlex.quote(value)
+    parsed = optionslib.parse_parameters(f"-p value {quoted} -r raw {quoted}")
+    assert parsed.parameters == [["value", value]] and parsed.parameters_raw == [["raw", value]]
     with pytest.raises(UsageError):
-        vmlib.parse_parameters(f"-p value {value}; touch {marker}")
+        optionslib.parse_parameters(f"-p value {value}; touch {marker}")
     assert not os.path.exists(marker)
 
 

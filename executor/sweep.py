@@ -1,4 +1,5 @@
-"""``python -m executor batch``: one notebook, many parameter sets, N kernels at once.
+"""A sweep, ``python -m executor batch`` (alias ``sweep``): one notebook, many parameter
+sets, N kernels at once.
 
 Parameter sets come from a YAML/JSON list of mappings, a grid
 (``{"grid": {"lr": [0.1, 0.01], "epochs": [5, 10]}}`` = every combination), a mapping with
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import io
 import itertools
 import json
@@ -28,7 +30,7 @@ from typing import Any
 
 from executor import exitcodes, runner
 from executor import params as paramlib
-from executor.cli import execution_options
+from executor.options import PARAMETER_SOURCES, RunOptions
 from jobcommon import storage
 from jobcommon.errors import UsageError
 
@@ -59,10 +61,13 @@ def load_runs(path: str) -> list[dict[str, paramlib.Given]]:
              for k, v in row.items() if k and v is not None and v != ""}
             for row in rows
         ]  # fmt: skip
-    try:
-        data = json.loads(text) if path.lower().endswith(".json") else _safe_yaml(text)
-    except ValueError as exc:
-        raise UsageError(f"--runs {path}: not valid JSON/YAML ({exc})") from exc
+    if path.lower().endswith(".json"):
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise UsageError(f"--runs {path}: not valid JSON ({exc})") from exc
+    else:
+        data = paramlib.safe_yaml(text, f"--runs {path}")
     if isinstance(data, dict) and "grid" in data:
         grid = data["grid"]
         if not isinstance(grid, dict) or not all(isinstance(v, list) and v for v in grid.values()):
@@ -76,15 +81,6 @@ def load_runs(path: str) -> list[dict[str, paramlib.Given]]:
             f"--runs {path}: expected a list of name: value mappings, {{grid: ...}} or a CSV"
         )
     return [{k: paramlib.Given(v, source=path) for k, v in run.items()} for run in data]
-
-
-def _safe_yaml(text: str) -> Any:
-    import yaml
-
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ValueError(str(exc).splitlines()[0]) from exc
 
 
 def _numeric(value: Any) -> bool:
@@ -189,13 +185,12 @@ def main(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     runs = load_runs(args.runs)
-    common = paramlib.collect(
-        args.parameters_file, args.parameters_yaml,
-        [tuple(p) for p in args.parameters], [tuple(p) for p in args.parameters_raw],
-    )  # fmt: skip
+    options = RunOptions.from_args(args)
+    # The common -p/-f/... options apply to every run; a run's own values win over them.
+    common = runner.collect_parameters(options)
+    sources = {name: () for name, _ in PARAMETER_SOURCES}
     prefix = args.output_prefix.rstrip("/")
     width = max(3, len(str(len(runs) - 1)))
-    options = execution_options(args)
     # Check every run before starting any: a typo in run 7 should not cost runs 1-6.
     requests = []
     for i, given in enumerate(runs):
@@ -203,8 +198,8 @@ def main(args: argparse.Namespace) -> int:
         requests.append(
             runner.prepare(
                 args.input, storage.join(prefix, run_name, "output.ipynb"),
-                given={**common, **given}, kernel=args.kernel,
-                allow_unknown=args.allow_unknown_params, run_id=run_name, **options,
+                dataclasses.replace(options, run_id=run_name, **sources),
+                given={**common, **given}, log_format=args.log_format, log_level=args.log_level,
             )
         )  # fmt: skip
     parallel = args.parallel or default_parallelism()

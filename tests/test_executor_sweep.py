@@ -9,7 +9,7 @@ import json
 import pytest
 from executor_helpers import TRAIN_CELLS, TRAIN_PARAMS, notebook, run_cli, write
 
-from executor import batch, exitcodes
+from executor import exitcodes, sweep
 from jobcommon import storage
 from jobcommon.errors import UsageError
 
@@ -54,19 +54,19 @@ def test_batch_of_8_runs_with_2_kernels_writes_table_and_plot(bucket, gcs_env, t
 def test_grid_csv_and_list_specs(tmp_path):
     grid = tmp_path / "grid.yaml"
     grid.write_text("grid:\n  lr: [0.1, 0.01]\n  epochs: [5, 10, 20]\n")
-    runs = batch.load_runs(str(grid))
+    runs = sweep.load_runs(str(grid))
     assert len(runs) == 6
     assert {(r["lr"].value, r["epochs"].value) for r in runs} == {
         (lr, e) for lr in (0.1, 0.01) for e in (5, 10, 20)
     }
     table = tmp_path / "runs.csv"
     table.write_text("epochs,name\n3,007\n4,\n")
-    rows = batch.load_runs(str(table))
+    rows = sweep.load_runs(str(table))
     assert rows[0]["epochs"].value == 3 and rows[0]["name"].raw == "007"
     assert "name" not in rows[1]  # an empty cell keeps the notebook's default
     listed = tmp_path / "runs.yaml"
     listed.write_text("runs:\n  - {epochs: 1}\n  - {epochs: 2}\n")
-    assert [r["epochs"].value for r in batch.load_runs(str(listed))] == [1, 2]
+    assert [r["epochs"].value for r in sweep.load_runs(str(listed))] == [1, 2]
 
 
 @pytest.mark.parametrize(
@@ -76,4 +76,4 @@ def test_bad_run_specs_are_usage_errors(tmp_path, text):
     path = tmp_path / "runs.yaml"
     path.write_text(text)
     with pytest.raises(UsageError, match="--runs"):
-        batch.load_runs(str(path))
+        sweep.load_runs(str(path))
