@@ -1,31 +1,60 @@
-"""``python -m executor launch``: the instances.insert request, printed or sent."""
+"""``python -m executor launch``: the run checked first, then the instances.insert request,
+printed or sent to a loopback server speaking Compute Engine's REST format."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 
-from executor_helpers import Recorder, run_cli
+import pytest
+from executor_helpers import Recorder, notebook, run_cli, write
 
 from executor import launch, options
+from jobcommon import storage
 
-ARGS = [
-    "launch", "gs://bkt/in.ipynb", "gs://bkt/out/{run_id}/result.ipynb",
-    "--zone", "us-central1-b", "--project", "proj-1", "--gpu-type", "t4", "--gpu-count", "2",
-    "--machine-type", "n1-standard-8", "--image-uri", "us-docker.pkg.dev/proj-1/repo/executor:1",
-    "--run-id", "r7", "--job-timeout", "3600",
-    "-p", "epochs", "40", "-p", "cmd", '"; rm -rf / #', "-y", "gs://bkt/params.yaml",
-]  # fmt: skip
+IMAGE = "us-docker.pkg.dev/proj-1/repo/executor:1"
+
+
+def _args(bucket: str, *extra: str) -> list[str]:
+    return [
+        "launch", f"{bucket}/in.ipynb", f"{bucket}/out/{{run_id}}/result.ipynb",
+        "--zone", "us-central1-b", "--project", "proj-1", "--gpu-type", "t4", "--gpu-count", "2",
+        "--machine-type", "n1-standard-8", "--image-uri", IMAGE,
+        "--run-id", "r7", "--job-timeout", "3600",
+        "-p", "epochs", "40", "-p", "cmd", '"; rm -rf / #', "-y", f"{bucket}/params.yaml",
+        *extra,
+    ]  # fmt: skip
+
+
+@pytest.fixture
+def inputs(bucket, tmp_path) -> str:
+    nb = notebook('epochs = 1\ncmd = ""\nlr = 0.1\n', "print(epochs, cmd, lr)")
+    storage.upload_file(write(nb, str(tmp_path / "in.ipynb")), f"{bucket}/in.ipynb")
+    storage.write_text(f"{bucket}/params.yaml", "lr: 0.5\n")
+    return bucket
+
+
+def _printed(stdout: str) -> dict:
+    """The request --dry-run printed (log lines, one JSON object each, may come first)."""
+    return json.loads(stdout[stdout.index("{\n") :])
 
 
 def _items(body: dict) -> dict[str, str]:
     return {i["key"]: i["value"] for i in body["metadata"]["items"]}
 
 
-def test_dry_run_prints_the_exact_gpu_vm_request(gcs_env):
-    proc = run_cli([*ARGS, "--dry-run"], gcs_env)
-    assert proc.returncode == 0, proc.stderr
-    request = json.loads(proc.stdout)
+def compute_server(answer=(200, b'{"name": "operation-9"}')) -> Recorder:
+    def handle(_rec, method, path, _headers, _body):
+        return answer[0], {"Content-Type": "application/json"}, answer[1]
+
+    return Recorder(handle)
+
+
+def test_dry_run_prints_the_exact_gpu_vm_request(inputs, gcs_env):
+    bucket = inputs
+    proc = run_cli([*_args(bucket), "--dry-run"], gcs_env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    request = _printed(proc.stdout)
     assert request["method"] == "POST"
     assert request["url"] == (
         "https://compute.googleapis.com/compute/v1/projects/proj-1/zones/us-central1-b/instances"
@@ -37,23 +66,61 @@ def test_dry_run_prints_the_exact_gpu_vm_request(gcs_env):
         "acceleratorType": "zones/us-central1-b/acceleratorTypes/nvidia-tesla-t4",
         "acceleratorCount": 2,
     }]  # fmt: skip
-    assert body["scheduling"]["onHostMaintenance"] == "TERMINATE"
-    assert body["serviceAccounts"][0]["scopes"] == [
-        "https://www.googleapis.com/auth/cloud-platform"
+    assert body["scheduling"] == {"onHostMaintenance": "TERMINATE", "automaticRestart": False}
+    assert body["serviceAccounts"] == [
+        {"email": "default", "scopes": ["https://www.googleapis.com/auth/cloud-platform"]}
     ]
-    assert "deeplearning-platform-release" in body["disks"][0]["initializeParams"]["sourceImage"]
+    assert body["disks"][0]["initializeParams"]["sourceImage"] == (
+        "projects/deeplearning-platform-release/global/images/family/"
+        "common-cu128-ubuntu-2204-nvidia-570"
+    )
+    assert body["networkInterfaces"][0]["accessConfigs"][0]["type"] == "ONE_TO_ONE_NAT"
     items = _items(body)
-    assert items["input_notebook_path"] == "gs://bkt/in.ipynb"
-    assert items["output_notebook_path"] == "gs://bkt/out/r7/result.ipynb"
+    assert items["input_notebook_path"] == f"{bucket}/in.ipynb"
+    assert items["output_notebook_path"] == f"{bucket}/out/r7/result.ipynb"
     assert items["stay_alive"] == "false" and items["job_timeout"] == "3600.0"
-    assert items["executor_image"] == "us-docker.pkg.dev/proj-1/repo/executor:1"
+    assert items["run_id"] == "r7"
+    assert items["executor_image"] == IMAGE
+    assert items["install-nvidia-driver"] == "True"
     # What vm-run will parse from the metadata is exactly what was given here.
     parsed = options.parse_parameters(items["parameters"])
     assert parsed.parameters == [["epochs", "40"], ["cmd", '"; rm -rf / #']]
-    assert parsed.parameters_yaml == ["gs://bkt/params.yaml"]
+    assert parsed.parameters_yaml == [f"{bucket}/params.yaml"]
     # The startup script is fixed text: no value from the command line is inside it.
     assert items["startup-script"] == launch.STARTUP_SCRIPT
     assert "rm -rf" not in items["startup-script"] and "bkt" not in items["startup-script"]
+
+
+def test_spot_vm_on_a_private_subnet_with_labels_and_account(inputs, gcs_env):
+    extra = [
+        "--spot", "--network", "ml-net", "--subnet", "ml-sub", "--no-external-ip",
+        "--labels", "team=ml,env=dev", "--labels", "cost=42",
+        "--service-account", "nb@proj-1.iam.gserviceaccount.com",
+        "--image-family", "common-cu124-debian-11", "--dry-run",
+    ]  # fmt: skip
+    proc = run_cli([*_args(inputs), *extra], gcs_env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    body = _printed(proc.stdout)["body"]
+    assert body["scheduling"] == {
+        "onHostMaintenance": "TERMINATE",
+        "automaticRestart": False,
+        "provisioningModel": "SPOT",
+        "instanceTerminationAction": "DELETE",
+    }
+    assert body["networkInterfaces"] == [
+        {
+            "network": "global/networks/ml-net",
+            "subnetwork": "regions/us-central1/subnetworks/ml-sub",
+        }
+    ]
+    assert body["labels"] == {
+        "app": "notebook-executor", "run-id": "notebook-r7", "team": "ml", "env": "dev",
+        "cost": "42",
+    }  # fmt: skip
+    assert body["serviceAccounts"][0]["email"] == "nb@proj-1.iam.gserviceaccount.com"
+    assert body["disks"][0]["initializeParams"]["sourceImage"] == (
+        "projects/deeplearning-platform-release/global/images/family/common-cu124-debian-11"
+    )
 
 
 def test_startup_script_is_valid_bash_and_runs_the_container_with_gpus():
@@ -62,37 +129,95 @@ def test_startup_script_is_valid_bash_and_runs_the_container_with_gpus():
     assert "nvidia-smi" in script and "cos-extensions install gpu" in script
     assert "--gpus all" in script and "python -m executor vm-run" in script
     assert "--network host" in script  # the container reaches the metadata server
+    assert "--stop-timeout 25" in script  # a Spot VM's shutdown: time to save the notebook
 
 
-def test_cos_image_and_cpu_only(gcs_env):
-    args = [a for a in ARGS if a not in ("--gpu-count", "2")]
-    proc = run_cli([*args, "--gpu-count", "0", "--os", "cos", "--dry-run"], gcs_env)
+def test_cos_image_and_cpu_only(inputs, gcs_env):
+    args = [a for a in _args(inputs) if a not in ("--gpu-count", "2")]
+    extra = ["--gpu-count", "0", "--image-project", "cos-cloud", "--image-family", "cos-stable"]
+    proc = run_cli([*args, *extra, "--dry-run"], gcs_env)
     assert proc.returncode == 0, proc.stderr
-    body = json.loads(proc.stdout)["body"]
+    body = _printed(proc.stdout)["body"]
     assert "guestAccelerators" not in body
-    assert body["disks"][0]["initializeParams"]["sourceImage"].startswith("projects/cos-cloud/")
+    assert body["disks"][0]["initializeParams"]["sourceImage"] == (
+        "projects/cos-cloud/global/images/family/cos-stable"
+    )
+    assert "install-nvidia-driver" not in _items(body)
 
 
-def test_launch_posts_to_the_compute_api_and_never_deletes(gcs_env):
-    def handle(_rec, method, path, _headers, _body):
-        return 200, {"Content-Type": "application/json"}, b'{"name": "operation-9"}'
-
-    with Recorder(handle) as compute:
+def test_launch_posts_to_the_compute_api_and_never_deletes(inputs, gcs_env):
+    with compute_server() as compute:
         env = dict(gcs_env, COMPUTE_API_ENDPOINT=compute.url, CLOUDSDK_AUTH_ACCESS_TOKEN="tk")
-        proc = run_cli(ARGS, env)
-    assert proc.returncode == 0, proc.stderr
+        proc = run_cli(_args(inputs), env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
     assert [r["method"] for r in compute.requests] == ["POST"]
     request = compute.requests[0]
     assert request["path"] == "/compute/v1/projects/proj-1/zones/us-central1-b/instances"
     assert request["headers"]["Authorization"] == "Bearer tk"
     assert json.loads(request["body"])["name"] == "notebook-r7"
-    assert json.loads(proc.stdout.strip().splitlines()[-1])["operation"] == "operation-9"
+    printed = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert printed["operation"] == "operation-9"
+    assert printed["output"] == f"{inputs}/out/r7/result.ipynb"
+    assert printed["status"] == f"{inputs}/out/r7/result.ipynb.status.json"
 
 
-def test_bad_launch_arguments_are_usage_errors(gcs_env):
-    local = [a if a != "gs://bkt/in.ipynb" else "in.ipynb" for a in ARGS]
-    proc = run_cli([*local, "--dry-run"], gcs_env)
+def test_a_vm_of_the_same_name_still_there_says_what_to_do(inputs, gcs_env):
+    conflict = json.dumps({"error": {"code": 409, "message": (
+        "The resource 'projects/proj-1/zones/us-central1-b/instances/notebook-r7' already exists"
+    )}}).encode()  # fmt: skip
+    with compute_server((409, conflict)) as compute:
+        env = dict(gcs_env, COMPUTE_API_ENDPOINT=compute.url, CLOUDSDK_AUTH_ACCESS_TOKEN="tk")
+        proc = run_cli(_args(inputs), env)
+    assert proc.returncode == 1
+    assert "already exists" in proc.stdout and "launch again shortly" in proc.stdout
+    assert "Traceback" not in proc.stderr
+
+
+def test_no_credentials_is_exit_5_naming_the_project(inputs, gcs_env, tmp_path):
+    env = {k: v for k, v in gcs_env.items() if k not in (
+        "CLOUDSDK_AUTH_ACCESS_TOKEN", "GOOGLE_APPLICATION_CREDENTIALS")}  # fmt: skip
+    # No key file, no gcloud config, and no metadata server to fall back on.
+    env |= {"HOME": str(tmp_path), "CLOUDSDK_CONFIG": str(tmp_path / "gcloud"),
+            "GCE_METADATA_HOST": "127.0.0.1:9", "GCE_METADATA_IP": "127.0.0.1:9"}  # fmt: skip
+    with compute_server() as compute:
+        proc = run_cli(_args(inputs), env | {"COMPUTE_API_ENDPOINT": compute.url})
+    assert proc.returncode == 5, proc.stdout + proc.stderr
+    assert "no Google Cloud credentials to access projects/proj-1" in proc.stdout
+    assert compute.requests == []
+
+
+@pytest.mark.parametrize(
+    ("change", "code", "message"),
+    [
+        ({"in.ipynb": "missing.ipynb"}, 3, "missing.ipynb"),
+        ({"epochs": "epoch"}, 2, "unknown parameters ['epoch']"),
+        ({"40": "forty"}, 2, "parameter epochs='forty' (-p) must be an int"),
+        ({"{run_id}": "{nope}"}, 2, "unknown fields ['nope']"),
+        ({"n1-standard-8": "g2-standard-8"}, 2, "comes with 1 x l4, not 2 x t4"),
+        ({"2": "3"}, 2, "--gpu-count 3: a VM takes 1, 2, 4 t4 GPUs"),
+        ({IMAGE: "img; rm -rf /"}, 2, "--image-uri"),
+    ],
+)
+def test_a_bad_run_is_refused_before_any_vm_is_created(inputs, gcs_env, change, code, message):
+    args = []
+    for a in _args(inputs):
+        for old, new in change.items():
+            a = (
+                a.replace(old, new)
+                if old.startswith("{") or old.endswith(".ipynb")
+                else (new if a == old else a)
+            )
+        args.append(a)
+    with compute_server() as compute:
+        env = dict(gcs_env, COMPUTE_API_ENDPOINT=compute.url, CLOUDSDK_AUTH_ACCESS_TOKEN="tk")
+        proc = run_cli(args, env)
+    assert proc.returncode == code, proc.stdout + proc.stderr
+    assert message in proc.stdout, proc.stdout
+    assert "Traceback" not in proc.stderr
+    assert compute.requests == []
+
+
+def test_local_paths_are_refused(inputs, gcs_env):
+    args = [a if not a.endswith("in.ipynb") else "in.ipynb" for a in _args(inputs)]
+    proc = run_cli([*args, "--dry-run"], gcs_env)
     assert proc.returncode == 2 and "a VM can only read and write gs://" in proc.stdout
-    image = [a if not a.startswith("us-docker") else "img; rm -rf /" for a in ARGS]
-    proc = run_cli([*image, "--dry-run"], gcs_env)
-    assert proc.returncode == 2 and "--image-uri" in proc.stdout
