@@ -16,8 +16,7 @@ import logging
 import time
 from typing import Any
 
-from executor import exitcodes, outputs
-from jobcommon import storage
+from executor import exitcodes
 from jobcommon.errors import BadInputError, JobError, NotFoundError
 
 log = logging.getLogger(__name__)
@@ -40,6 +39,8 @@ def status_file(run_output: str) -> str:
         >>> status_file("gs://b/out/r1.ipynb.status.json")
         'gs://b/out/r1.ipynb.status.json'
     """
+    from executor import outputs
+
     if run_output.endswith(".status.json"):
         return run_output
     return outputs.status_path(run_output)
@@ -47,6 +48,8 @@ def status_file(run_output: str) -> str:
 
 def read_status(run_output: str) -> dict[str, Any]:
     """The run's status record; NotFoundError when no run has written one there yet."""
+    from jobcommon import storage
+
     path = status_file(run_output)
     try:
         text = storage.read_text(path)

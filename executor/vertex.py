@@ -32,10 +32,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from executor import exitcodes, outputs
-from jobcommon import storage
+from executor import exitcodes
 from jobcommon.errors import JobError, NotFoundError, UsageError
-from jobcommon.retry import call_with_retries
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +118,8 @@ class VertexClient:
 
     def _call(self, method: str, url: str, what: str, body: dict | None = None) -> dict:
         import requests
+
+        from jobcommon.retry import call_with_retries
 
         def once() -> requests.Response:
             try:
@@ -289,6 +289,8 @@ class VertexSettings:
 
     def check(self, input_path: str, output_prefix: str) -> None:
         """Everything the jobs need that can be checked before anything is read or sent."""
+        from jobcommon import storage
+
         if not self.project:
             raise UsageError("--backend vertex needs --project (or GOOGLE_CLOUD_PROJECT)")
         if not self.region or not self.image_uri:
@@ -413,6 +415,9 @@ def print_requests(runs: list[SweepRun], settings: VertexSettings) -> None:
 def _status_or_failure(run: SweepRun, job: dict) -> dict[str, Any]:
     """The run's own status record, or, when its job never wrote one (it did not start,
     or died before the run began), a FAILED record carrying Vertex's reason."""
+    from executor import outputs
+    from jobcommon import storage
+
     try:
         record = json.loads(storage.read_text(outputs.status_path(run.output)))
     except (NotFoundError, ValueError):
