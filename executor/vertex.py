@@ -42,11 +42,11 @@ FINAL_STATES = frozenset(
     {SUCCEEDED, "JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED"}
 )
 COMMAND = ["python", "-m", "executor"]
-# Vertex's accelerator type names for the GPUs of compute_engine.GPUS.
+# Vertex AI's GPU accelerator types (its AcceleratorType enum).
 ACCELERATOR_TYPES = (
     "NVIDIA_TESLA_T4", "NVIDIA_TESLA_V100", "NVIDIA_TESLA_P100", "NVIDIA_TESLA_P4",
     "NVIDIA_L4", "NVIDIA_TESLA_A100", "NVIDIA_A100_80GB", "NVIDIA_H100_80GB",
-    "NVIDIA_H100_MEGA_80GB",
+    "NVIDIA_H100_MEGA_80GB", "NVIDIA_H200_141GB", "NVIDIA_B200",
 )  # fmt: skip
 
 
@@ -86,6 +86,19 @@ def default_endpoint(region: str) -> str:
     return f"https://{region}-aiplatform.googleapis.com"
 
 
+def collection_url(project: str, region: str, endpoint: str | None = None) -> str:
+    """The ``customJobs`` collection of a project and region.
+
+    Example:
+        >>> collection_url("p", "europe-west4")
+        'https://europe-west4-aiplatform.googleapis.com/v1/projects/p/locations/europe-west4/customJobs'
+    """
+    return (
+        f"{(endpoint or default_endpoint(region)).rstrip('/')}/v1/projects/"
+        f"{urllib.parse.quote(project)}/locations/{urllib.parse.quote(region)}/customJobs"
+    )
+
+
 class _Transient(Exception):
     pass
 
@@ -108,13 +121,6 @@ class VertexClient:
         self.endpoint = (endpoint or default_endpoint(region)).rstrip("/")
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"Bearer {token}"
-
-    @property
-    def collection_url(self) -> str:
-        return (
-            f"{self.endpoint}/v1/projects/{urllib.parse.quote(self.project)}"
-            f"/locations/{urllib.parse.quote(self.region)}/customJobs"
-        )
 
     def _call(self, method: str, url: str, what: str, body: dict | None = None) -> dict:
         import requests
@@ -149,7 +155,10 @@ class VertexClient:
     def create(self, body: dict[str, Any]) -> dict:
         """Create a CustomJob; returns it (``name`` identifies it from then on)."""
         return self._call(
-            "POST", self.collection_url, f"creating CustomJob {body['displayName']}", body
+            "POST",
+            collection_url(self.project, self.region, self.endpoint),
+            f"creating CustomJob {body['displayName']}",
+            body,
         )
 
     def get(self, name: str) -> dict:
@@ -403,11 +412,8 @@ def job_body(run: SweepRun, settings: VertexSettings) -> dict[str, Any]:
 
 def print_requests(runs: list[SweepRun], settings: VertexSettings) -> None:
     """``--dry-run``: the create requests as JSON on stdout; nothing is sent."""
-    url = VertexClient(settings.project, settings.region, "", settings.api_endpoint)
-    requests_ = [
-        {"method": "POST", "url": url.collection_url, "body": job_body(run, settings)}
-        for run in runs
-    ]
+    url = collection_url(settings.project, settings.region, settings.api_endpoint)
+    requests_ = [{"method": "POST", "url": url, "body": job_body(run, settings)} for run in runs]
     json.dump(requests_, sys.stdout, indent=2)
     sys.stdout.write("\n")
 
@@ -470,5 +476,12 @@ def run_sweep(runs: list[SweepRun], settings: VertexSettings, token: str) -> lis
         reason = (job.get("error") or {}).get("message", "")
         log.log(level, "CustomJob %s %s %s", job["name"], job["state"], reason)
 
-    done = client.wait(list(names), settings.poll_interval, on_final=report)
+    try:
+        done = client.wait(list(names), settings.poll_interval, on_final=report)
+    except KeyboardInterrupt:
+        log.error(
+            "stopped waiting; the CustomJobs keep running (cancel them with `gcloud ai "
+            "custom-jobs cancel`): %s", ", ".join(names),
+        )  # fmt: skip
+        raise
     return [_status_or_failure(run, done[name]) for name, run in names.items()]
