@@ -58,7 +58,7 @@ class MetadataClient:
             if resp.status_code == 200:
                 return resp.text
             if resp.status_code >= 500:
-                raise _Transient(f"HTTP {resp.status_code}")
+                raise _Transient(f"answered HTTP {resp.status_code}")
             raise MetadataError(f"metadata {url}: HTTP {resp.status_code}")
 
         try:

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
+from executor_helpers import Recorder
+from test_executor_vm import NAME, PROJECT, ZONE, metadata_server
 
 from executor import compute_engine as ce
-from jobcommon.errors import UsageError
+from executor.compute_engine_metadata import MetadataClient
+from jobcommon.errors import JobError, MetadataError, UsageError
 
 
 @pytest.mark.parametrize(
@@ -118,3 +123,52 @@ def test_image_gpus_account_and_labels():
 def test_bad_labels_are_usage_errors(text):
     with pytest.raises(UsageError, match="--labels"):
         ce.parse_labels([text])
+
+
+def _flaky(codes: list[int]) -> Recorder:
+    """Answers with the next code of ``codes`` (the last one from then on)."""
+
+    def handle(rec, method, path, headers, body):
+        code = codes[min(len(rec.requests), len(codes)) - 1]
+        payload = {"name": "operation-1"} if code < 400 else {"error": {"message": f"c{code}"}}
+        return code, {"Content-Type": "application/json"}, json.dumps(payload).encode()
+
+    return Recorder(handle)
+
+
+def test_calls_retry_503_and_429_then_succeed(monkeypatch):
+    with _flaky([503, 429, 200]) as server:
+        monkeypatch.setenv("COMPUTE_API_ENDPOINT", server.url)
+        operation = ce.delete_instance("proj-1", "us-central1-b", "notebook-r1", "tk")
+    assert operation == {"name": "operation-1"}
+    assert [r["method"] for r in server.requests] == ["DELETE"] * 3
+    assert server.requests[0]["path"] == (
+        "/compute/v1/projects/proj-1/zones/us-central1-b/instances/notebook-r1"
+    )
+    assert server.requests[0]["headers"]["Authorization"] == "Bearer tk"
+
+
+def test_a_denied_call_is_not_retried_and_says_which_role(monkeypatch):
+    with _flaky([403]) as server:
+        monkeypatch.setenv("COMPUTE_API_ENDPOINT", server.url)
+        with pytest.raises(JobError, match="roles/compute.instanceAdmin.v1"):
+            ce.insert_instance("proj-1", "us-central1-b", {"name": "notebook-r1"}, "tk")
+    assert len(server.requests) == 1
+
+
+def test_the_metadata_client_reads_preemption_and_retries_5xx():
+    with metadata_server({"input_notebook_path": "gs://b/in.ipynb"}) as md:
+        client = MetadataClient(f"http://{md.host}/computeMetadata/v1")
+        assert client.preempted() is False
+        md.values["instance/preempted"] = "TRUE"
+        assert client.preempted() is True
+        assert client.attribute("input_notebook_path") == "gs://b/in.ipynb"
+        assert client.attribute("nope") is None
+        assert client.instance() == (PROJECT, ZONE, NAME)
+    with _flaky([500, 200]) as flaky:
+        assert MetadataClient(flaky.url).get("instance/name") == '{"name": "operation-1"}'
+    with _flaky([500]) as down:
+        with pytest.raises(MetadataError, match="HTTP 500"):
+            MetadataClient(down.url, attempts=2).get("instance/name")
+        # A shutdown must not hang on it: an unanswered preemption question is "no".
+        assert MetadataClient(down.url, attempts=2).preempted() is False
