@@ -89,6 +89,18 @@ def _series_examples(series: str) -> str:
     return ", ".join(names[:1]) + ", ..."
 
 
+def default_gpus(machine_type: str, gpu: str | None, count: int | None) -> tuple[str, int]:
+    """The GPU model and count when not given: what an accelerator-optimized machine type
+    comes with, else one T4.
+
+    Example:
+        >>> default_gpus("a2-highgpu-4g", None, None), default_gpus("n1-standard-8", None, 2)
+        (('a100', 4), ('t4', 2))
+    """
+    fixed_gpu, fixed_count = MACHINE_GPUS.get(machine_type, ("t4", 1))
+    return gpu or fixed_gpu, fixed_count if count is None else count
+
+
 def check_accelerator(machine_type: str, gpu: str, count: int) -> list[dict[str, Any]]:
     """Check that ``count`` GPUs of model ``gpu`` fit ``machine_type``; returns the
     ``guestAccelerators`` entries to send (zone-relative types are filled in by the body).

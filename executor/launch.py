@@ -135,9 +135,17 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         help="N1 for T4/V100/P100/P4, G2 for L4, A2 for A100, A3 for H100 (default: %(default)s)",
     )
     g.add_argument(
-        "--gpu-type", default="t4", choices=sorted(compute_engine.GPUS), help="default: t4"
+        "--gpu-type",
+        default=None,
+        choices=sorted(compute_engine.GPUS),
+        help="default: what a G2/A2/A3 machine type comes with, else t4",
     )
-    g.add_argument("--gpu-count", type=_count, default=1, help="0 for a CPU-only VM (default: 1)")
+    g.add_argument(
+        "--gpu-count",
+        type=_count,
+        default=None,
+        help="0 for a CPU-only VM (default: what a G2/A2/A3 machine type comes with, else 1)",
+    )
     g.add_argument(
         "--image-family",
         default=compute_engine.DEFAULT_IMAGE_FAMILY,
@@ -221,9 +229,8 @@ def build_request(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     project = args.project or os.environ.get("GOOGLE_CLOUD_PROJECT")
     if not project:
         raise UsageError("give --project (or set GOOGLE_CLOUD_PROJECT)")
-    accelerators = compute_engine.check_accelerator(
-        args.machine_type, args.gpu_type, args.gpu_count
-    )
+    gpu, gpu_count = compute_engine.default_gpus(args.machine_type, args.gpu_type, args.gpu_count)
+    accelerators = compute_engine.check_accelerator(args.machine_type, gpu, gpu_count)
     labels = compute_engine.parse_labels(args.labels)
     options = RunOptions.from_args(args)
     run_id = options.run_id or outputs.new_run_id()
@@ -239,10 +246,10 @@ def build_request(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
         **dataclasses.replace(options, run_id=run_id).to_metadata(),
         "stay_alive": "true" if args.stay_alive else "false",
         "executor_image": args.image_uri,
-        "executor_gpu_count": str(args.gpu_count),
+        "executor_gpu_count": str(gpu_count),
         "startup-script": STARTUP_SCRIPT,
     }
-    if args.gpu_count > 0 and args.image_project == compute_engine.DEFAULT_IMAGE_PROJECT:
+    if gpu_count > 0 and args.image_project == compute_engine.DEFAULT_IMAGE_PROJECT:
         metadata["install-nvidia-driver"] = "True"  # the Deep Learning VM's own switch
     body = compute_engine.instance_body(
         name=name,

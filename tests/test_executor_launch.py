@@ -221,3 +221,18 @@ def test_local_paths_are_refused(inputs, gcs_env):
     args = [a if not a.endswith("in.ipynb") else "in.ipynb" for a in _args(inputs)]
     proc = run_cli([*args, "--dry-run"], gcs_env)
     assert proc.returncode == 2 and "a VM can only read and write gs://" in proc.stdout
+
+
+def test_an_accelerator_optimized_type_brings_its_own_gpus(inputs, gcs_env):
+    args = _args(inputs)
+    for flag in ("--gpu-type", "--gpu-count"):
+        del args[args.index(flag) : args.index(flag) + 2]
+    args[args.index("n1-standard-8")] = "a2-highgpu-2g"
+    proc = run_cli([*args, "--dry-run"], gcs_env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    body = _printed(proc.stdout)["body"]
+    assert body["machineType"] == "zones/us-central1-b/machineTypes/a2-highgpu-2g"
+    assert "guestAccelerators" not in body  # the two A100s come with the machine type
+    items = _items(body)
+    assert items["executor_gpu_count"] == "2" and items["install-nvidia-driver"] == "True"
+    assert body["scheduling"]["onHostMaintenance"] == "TERMINATE"
