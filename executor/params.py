@@ -342,7 +342,7 @@ def _bad(name: str, given: Given, kind: type) -> UsageError:
     article = "an" if kind is int else "a"
     return UsageError(
         f"parameter {name}={shown!r} ({given.source}) must be {article} {kind.__name__}, like the "
-        "default in the notebook's parameters cell"
+        f"default in the notebook's parameters cell (-r {name} VALUE passes a string unchecked)"
     )
 
 
