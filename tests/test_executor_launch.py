@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 
 import pytest
 from executor_helpers import Recorder, notebook, run_cli, write
@@ -236,3 +237,59 @@ def test_an_accelerator_optimized_type_brings_its_own_gpus(inputs, gcs_env):
     items = _items(body)
     assert items["executor_gpu_count"] == "2" and items["install-nvidia-driver"] == "True"
     assert body["scheduling"]["onHostMaintenance"] == "TERMINATE"
+
+
+def test_launched_vm_runs_the_notebook_and_wait_returns_its_exit_code(bucket, gcs_env, tmp_path):
+    """launch -> a loopback Compute Engine that 'boots' the VM: it serves the body's metadata
+    items from a loopback metadata server and starts vm-run, as the startup script would."""
+    import sys
+    import threading
+
+    from executor_helpers import REPO
+    from test_executor_vm import metadata_server
+
+    nb = notebook("epochs = 1\n", "print('epochs', epochs)", "assert epochs < 3, 'too many'")
+    storage.upload_file(write(nb, str(tmp_path / "in.ipynb")), f"{bucket}/in.ipynb")
+    booted: list[subprocess.CompletedProcess] = []
+
+    def boot(name: str, items: dict[str, str], compute_url: str) -> None:
+        with metadata_server(items) as md:
+            md.values["instance/name"] = name
+            env = dict(gcs_env, GCE_METADATA_HOST=md.host, COMPUTE_API_ENDPOINT=compute_url)
+            booted.append(subprocess.run(
+                [sys.executable, "-m", "executor", "vm-run"],
+                env=env, cwd=REPO, capture_output=True, text=True, timeout=300,
+            ))  # fmt: skip
+
+    def handle(rec, method, path, _headers, body):
+        if method == "POST":
+            vm = json.loads(body)
+            threading.Thread(
+                target=boot, args=(vm["name"], _items(vm), rec.url), daemon=True
+            ).start()
+        return 200, {"Content-Type": "application/json"}, b'{"name": "operation-1"}'
+
+    args = [
+        "launch", f"{bucket}/in.ipynb", f"{bucket}/out/{{run_id}}-e{{epochs}}.ipynb",
+        "--zone", "us-central1-b", "--project", "proj-1", "--image-uri", IMAGE,
+        "--run-id", "e2e", "--spot", "-p", "epochs", "5", "--mirror-interval", "1",
+    ]  # fmt: skip
+    with Recorder(handle) as compute:
+        env = dict(gcs_env, COMPUTE_API_ENDPOINT=compute.url, CLOUDSDK_AUTH_ACCESS_TOKEN="tk")
+        proc = run_cli(args, env)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        output = json.loads(proc.stdout.strip().splitlines()[-1])["output"]
+        assert output == f"{bucket}/out/e2e-e5.ipynb"
+        waited = run_cli(["wait", output, "--interval", "0.5", "--timeout", "240"], gcs_env)
+        deadline = time.monotonic() + 60
+        while not booted and time.monotonic() < deadline:
+            time.sleep(0.2)  # vm-run deletes its VM after the final status
+    assert waited.returncode == 10, waited.stdout + waited.stderr
+    assert "e2e FAILED (exit code 10)" in waited.stdout and "too many" in waited.stdout
+    assert booted and booted[0].returncode == 10, booted and booted[0].stdout[-2000:]
+    assert [(r["method"], r["path"]) for r in compute.requests] == [
+        ("POST", "/compute/v1/projects/proj-1/zones/us-central1-b/instances"),
+        ("DELETE", "/compute/v1/projects/proj-1/zones/us-central1-b/instances/notebook-e2e"),
+    ]
+    status = json.loads(storage.read_text(output + ".status.json"))
+    assert status["run_id"] == "e2e" and status["parameters"] == {"epochs": 5}
