@@ -29,7 +29,7 @@ import sys
 import tempfile
 from typing import Any
 
-from executor import compute_engine
+from executor import compute_engine, exitcodes
 from executor.options import RunOptions
 from jobcommon.errors import JobError, UsageError
 
@@ -212,6 +212,25 @@ def _check_run(args: argparse.Namespace, options: RunOptions) -> tuple[str, str]
     return req.run_id, req.output
 
 
+def _note_earlier_run(output: str) -> None:
+    """Say so when this run id already ran into this output (e.g. a preempted Spot VM's):
+    the new VM starts the run over and overwrites what it left."""
+    from executor import follow
+    from jobcommon.errors import NotFoundError
+
+    try:
+        record = follow.read_status(output)
+    except (NotFoundError, JobError):
+        return
+    if record["state"] == exitcodes.RUNNING:
+        log.warning(
+            "%s says RUNNING (since %s): if that VM still runs, both write the same outputs",
+            follow.status_file(output), record.get("started_at"),
+        )  # fmt: skip
+    else:
+        log.info("starting run %s again; it was %s", record.get("run_id"), follow.summary(record))
+
+
 def build_request(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     """(project, the ``instances.insert`` body) for these arguments, all checked first."""
     from executor import outputs
@@ -238,6 +257,7 @@ def build_request(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
         args.name or "notebook-" + re.sub(r"[^a-z0-9-]", "-", run_id.lower())[:50].rstrip("-")
     )
     run_id, output = _check_run(args, dataclasses.replace(options, run_id=run_id))
+    _note_earlier_run(output)
     # vm-run fills the template again: braces from parameter values must stay literal.
     literal_output = output.replace("{", "{{").replace("}", "}}")
     metadata = {

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 
-from executor_helpers import REPO, notebook, write
+from executor_helpers import REPO, notebook, run_cli, write
 from test_executor_vm import NAME, PROJECT, ZONE, compute_server, metadata_server
 
 from executor import exitcodes
@@ -35,6 +35,21 @@ def _wait_until(check, seconds: float, what: str):
             return got
         time.sleep(0.3)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def _launched_metadata(bucket: str, env: dict[str, str]) -> tuple[dict[str, str], str]:
+    """The instance metadata `launch --spot --run-id r1` puts on the VM, and its output."""
+    proc = run_cli(
+        ["launch", f"{bucket}/in.ipynb", f"{bucket}/out/{{run_id}}.ipynb", "--spot",
+         "--run-id", "r1", "--mirror-interval", "1", "--zone", "us-central1-b",
+         "--project", PROJECT, "--image-uri", "us-docker.pkg.dev/p/r/executor:1", "--dry-run"],
+        env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    body = json.loads(proc.stdout[proc.stdout.index("{\n") :])["body"]
+    assert body["scheduling"]["provisioningModel"] == "SPOT"
+    items = {i["key"]: i["value"] for i in body["metadata"]["items"]}
+    return items, proc.stdout + proc.stderr
 
 
 def _printed(nb: dict) -> str:
@@ -59,12 +74,8 @@ def test_sigterm_on_a_preempted_spot_vm_saves_the_notebook_and_a_rerun_finishes(
     )
     storage.upload_file(write(nb, str(tmp_path / "in.ipynb")), f"{bucket}/in.ipynb")
     output = f"{bucket}/out/r1.ipynb"
-    attributes = {
-        "input_notebook_path": f"{bucket}/in.ipynb",
-        "output_notebook_path": output,
-        "run_id": "r1",
-        "mirror_interval": "1",
-    }
+    attributes, _ = _launched_metadata(bucket, gcs_env)
+    assert attributes["output_notebook_path"] == output and attributes["run_id"] == "r1"
     watch = [output, output[: -len(".ipynb")] + ".html", output + ".status.json"]
     with metadata_server(attributes) as md, compute_server(watch) as compute:
         env = dict(gcs_env, GCE_METADATA_HOST=md.host, COMPUTE_API_ENDPOINT=compute.url)
@@ -92,8 +103,11 @@ def test_sigterm_on_a_preempted_spot_vm_saves_the_notebook_and_a_rerun_finishes(
         assert "PREEMPTED" in "".join(saved["cells"][0]["source"])  # the banner on top
         assert storage.exists(output[: -len(".ipynb")] + ".html")
 
-        # The same run again (launch with the same --run-id writes the same metadata), on a
-        # VM that is not preempted this time: it starts over and finishes.
+        # Launching the same run id again puts the same run on the new VM, and says so.
+        again, said = _launched_metadata(bucket, gcs_env)
+        assert again == attributes
+        assert "starting run r1 again; it was r1 PREEMPTED (exit code 15)" in said
+        # That VM is not preempted: the run starts over and finishes.
         md.values["instance/preempted"] = "FALSE"
         go.write_text("")
         rerun = subprocess.run(
