@@ -160,3 +160,39 @@ def test_unbalanced_quotes_in_parameters_are_a_clear_error(bucket, gcs_env):
     assert proc.returncode == exitcodes.EXIT_USAGE
     assert "metadata 'parameters' cannot be split" in proc.stdout + proc.stderr
     assert deletes == []
+
+
+@pytest.mark.parametrize(
+    ("case", "code", "reason"),
+    [
+        ("missing-parameters-file", 3, "params-missing.yaml"),
+        ("bad-parameters", exitcodes.EXIT_USAGE, "unknown parameters ['nope']"),
+        ("name-is-code", exitcodes.EXIT_USAGE, "not python identifiers"),
+        ("missing-bucket", 3, "gs://no-such-bucket-x/in.ipynb"),
+    ],
+)
+def test_a_run_that_cannot_start_writes_a_failed_status_then_deletes(
+    bucket, gcs_env, tmp_path, case, code, reason
+):
+    storage.upload_file(write(notebook("n = 1\n", "print(n)"), str(tmp_path / "in.ipynb")),
+                        f"{bucket}/in.ipynb")  # fmt: skip
+    output = f"{bucket}/out/{case}.ipynb"
+    attributes = {
+        "missing-parameters-file": {"parameters_file": f"{bucket}/params-missing.yaml"},
+        "bad-parameters": {"parameters": "-p nope 1"},
+        "name-is-code": {"parameters": "-p 'import os; y' 1", "allow_unknown_params": "true"},
+        "missing-bucket": {"input_notebook_path": "gs://no-such-bucket-x/in.ipynb"},
+    }[case]
+    attributes = {
+        "input_notebook_path": f"{bucket}/in.ipynb",
+        "output_notebook_path": output,
+        **attributes,
+    }
+    proc, deletes = _vm_run(attributes, output, gcs_env)
+    assert proc.returncode == code, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert len(deletes) == 1
+    assert deletes[0]["status_state"] == "FAILED"  # written before the VM goes
+    status = json.loads(storage.read_text(output + ".status.json"))
+    assert status["state"] == "FAILED" and status["exit_code"] == code
+    assert reason in status["error"]["message"]

@@ -6,12 +6,21 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 
 import nbformat
 import pytest
 from chaos_helpers import RATE, SEEDS
-from executor_helpers import Recorder, notebook, run_cli, sleepy_notebook, train_notebook, write
+from executor_helpers import (
+    REPO,
+    Recorder,
+    notebook,
+    run_cli,
+    sleepy_notebook,
+    train_notebook,
+    write,
+)
 from faultproxy import TRANSIENT, Rule
 
 from executor import exitcodes
@@ -215,3 +224,41 @@ def test_vm_run_with_a_failed_final_upload_still_deletes_the_vm(
         assert deletes == []
     else:
         assert deletes == ["/compute/v1/projects/proj/zones/us-central1-a/instances/nb-vm"]
+
+
+def test_gcs_gone_mid_run_ends_within_the_upload_deadline_and_says_so(
+    faulty_gcs, tmp_path, request
+):
+    gcs = faulty_gcs([])
+    bucket = gcs.new_bucket(request.node.name)
+    nb = notebook(None, "import time", *["time.sleep(1)"] * 12)
+    nb_uri = _upload(gcs, nb, f"{bucket}/in.ipynb", tmp_path)
+    output = f"{bucket}/out/gone.ipynb"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "executor", "run", nb_uri, output,
+         "--mirror-interval", "1", "--upload-deadline", "8"],
+        cwd=REPO, env=gcs.env() | {"LOG_FORMAT": "json"},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # the run has started: its RUNNING status is there
+        with gcs.direct():
+            if storage.exists(output + ".status.json"):
+                break
+        time.sleep(0.5)
+    # GCS stops answering: every request hangs, then its connection is reset.
+    gcs.proxy.configure([Rule(rate=1.0, faults=("stall",), stall_seconds=60)])
+    gone = time.monotonic()
+    try:
+        out, err = proc.communicate(timeout=400)
+    finally:
+        gcs.proxy.configure([])
+    elapsed = time.monotonic() - gone
+    assert proc.returncode == exitcodes.EXIT_UPLOAD_FAILED, out[-3000:] + err[-3000:]
+    records = [json.loads(ln) for ln in out.splitlines() if ln.startswith("{")]
+    last = records[-1]
+    assert "ERROR" in json.dumps(last) and "upload failed" in last["message"], last
+    assert "SUCCEEDED" in last["message"]  # what the run did, and that its outputs are lost
+    assert "Traceback" not in out + err
+    # 12 s of notebook left at most, then 8 s of uploads; unbounded it took minutes.
+    assert elapsed < 12 + 8 + 30, elapsed
