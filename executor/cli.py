@@ -115,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_parameter_flags(batch)
     add_execution_flags(batch)
+    from executor import follow, vertex  # light: their heavy imports are inside functions
+
+    vertex.add_flags(batch)
     add_logging_flags(batch)
 
     vm = _subparser(
@@ -146,6 +149,26 @@ def build_parser() -> argparse.ArgumentParser:
     add_parameter_flags(launch)
     add_execution_flags(launch)
     add_logging_flags(launch)
+
+    status_cmd = _subparser(
+        sub,
+        "status",
+        help="print a run's state from its status file",
+        description="Print the state of the run whose output notebook is RUN_OUTPUT, from "
+        "RUN_OUTPUT.status.json (written when the run starts and when it ends).",
+    )
+    follow.add_status_flags(status_cmd)
+    add_logging_flags(status_cmd)
+    wait_cmd = _subparser(
+        sub,
+        "wait",
+        help="wait for a run to end; exit with its exit code",
+        description="Poll RUN_OUTPUT.status.json until the run's state is final (also while "
+        "no status file exists yet), print it, and exit with the run's exit code; "
+        f"--timeout ends the wait with exit code {exitcodes.EXIT_WAIT_TIMED_OUT}.",
+    )
+    follow.add_wait_flags(wait_cmd)
+    add_logging_flags(wait_cmd)
     return parser
 
 
@@ -199,4 +222,8 @@ def main(argv: list[str] | None = None) -> int:
         from executor import launch
 
         return launch.main(args)
+    if args.command in ("status", "wait"):
+        from executor import follow
+
+        return follow.status_main(args) if args.command == "status" else follow.wait_main(args)
     raise UsageError(f"unknown command {args.command!r}")

@@ -12,6 +12,8 @@ code  meaning
 12    KERNEL_DIED: the kernel process died (crash, out of memory, os._exit)
 13    UPLOAD_FAILED: an output could not be uploaded before --upload-deadline
 14    SELF_DELETE_FAILED: (vm-run) the run succeeded but the VM could not delete itself
+15    PREEMPTED: (vm-run) Compute Engine preempted the Spot VM; the notebook so far is saved
+16    (wait) --timeout passed before the run reached a final state
 130   interrupted (SIGINT/SIGTERM); the status file's exit_code says 130 too
 ====  ====================================================================
 """
@@ -22,8 +24,10 @@ SUCCEEDED = "SUCCEEDED"
 FAILED = "FAILED"
 TIMED_OUT = "TIMED_OUT"
 KERNEL_DIED = "KERNEL_DIED"
+PREEMPTED = "PREEMPTED"
 RUNNING = "RUNNING"
-STATES = (SUCCEEDED, FAILED, TIMED_OUT, KERNEL_DIED)
+STATES = (SUCCEEDED, FAILED, TIMED_OUT, KERNEL_DIED, PREEMPTED)
+FINAL_STATES = frozenset(STATES)
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -32,12 +36,15 @@ EXIT_TIMED_OUT = 11
 EXIT_KERNEL_DIED = 12
 EXIT_UPLOAD_FAILED = 13
 EXIT_SELF_DELETE_FAILED = 14
+EXIT_PREEMPTED = 15
+EXIT_WAIT_TIMED_OUT = 16
 
 EXIT_CODE_BY_STATE = {
     SUCCEEDED: EXIT_OK,
     FAILED: EXIT_FAILED,
     TIMED_OUT: EXIT_TIMED_OUT,
     KERNEL_DIED: EXIT_KERNEL_DIED,
+    PREEMPTED: EXIT_PREEMPTED,
 }
 
 HELP_TEXT = """exit codes:
@@ -51,4 +58,6 @@ HELP_TEXT = """exit codes:
   12  KERNEL_DIED      the kernel process died
   13  UPLOAD_FAILED    an output could not be uploaded before --upload-deadline
   14  SELF_DELETE_FAILED  (vm-run) the run succeeded but deleting the VM failed
+  15  PREEMPTED        (vm-run) the Spot VM was preempted; the notebook so far is saved
+  16  wait timed out   (wait) --timeout passed before the run reached a final state
   130 interrupted      SIGINT/SIGTERM (the status file says 130 too)"""

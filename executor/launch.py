@@ -1,18 +1,20 @@
 """``python -m executor launch``: create a run-once GPU VM that executes a notebook.
 
-The request is Compute Engine's ``instances.insert``: a Deep Learning VM image (or
-Container-Optimized OS with ``--os cos``), GPUs as ``guestAccelerators`` (which require
-``onHostMaintenance: TERMINATE``), the default service account with the
-``cloud-platform`` scope, and metadata items holding the run plus a fixed startup script.
-The script takes every value from the metadata server, never from its own text, installs
-the GPU driver if ``nvidia-smi`` fails, and starts the executor image, whose default command
-(``python -m executor vm-run``) runs the notebook and then deletes the VM. Nothing here
-deletes the VM.
+Before anything is sent, the run is checked as ``executor run`` would check it: the input
+notebook is read, the parameters are checked and typed against its parameters cell, and the
+OUTPUT template is filled in; the GPU and machine type are checked against each other
+(:func:`executor.compute_engine.check_accelerator`). Then Compute Engine's
+``instances.insert`` (see :mod:`executor.compute_engine`) creates a VM from a Deep Learning
+VM image family (or any ``--image-family``/``--image-project``), optionally Spot, with the
+run as instance metadata and a fixed startup script. The script takes every value from the
+metadata server, never from its own text, installs the GPU driver if ``nvidia-smi`` fails,
+and starts the executor image, whose default command (``python -m executor vm-run``) runs
+the notebook and then deletes the VM. Nothing here deletes the VM.
 
 Example::
 
     python -m executor launch gs://bkt/in.ipynb gs://bkt/out/{run_id}.ipynb -p epochs 40 \\
-        --zone us-central1-b --gpu-type t4 --image-uri us-docker.pkg.dev/p/r/executor:1 --dry-run
+        --zone us-central1-b --gpu-type t4 --image-uri us-docker.pkg.dev/p/r/executor:1 --spot
 """
 
 from __future__ import annotations
@@ -24,31 +26,15 @@ import logging
 import os
 import re
 import sys
+import tempfile
 from typing import Any
 
-from executor import outputs
+from executor import compute_engine, exitcodes
 from executor.options import RunOptions
-from jobcommon import storage
 from jobcommon.errors import JobError, UsageError
 
 log = logging.getLogger(__name__)
 
-GPU_TYPES = {
-    "t4": "nvidia-tesla-t4",
-    "v100": "nvidia-tesla-v100",
-    "p100": "nvidia-tesla-p100",
-    "p4": "nvidia-tesla-p4",
-    "k80": "nvidia-tesla-k80",
-    "a100": "nvidia-tesla-a100",
-    "a100-80gb": "nvidia-a100-80gb",
-    "l4": "nvidia-l4",
-}
-IMAGES = {
-    "dlvm": "projects/deeplearning-platform-release/global/images/family/common-cu123-debian-11",
-    "cos": "projects/cos-cloud/global/images/family/cos-stable",
-}
-CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
-_NAME_RE = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
 _IMAGE_RE = re.compile(
     r"^[a-z0-9.-]+(:[0-9]+)?/[A-Za-z0-9._/-]+(:[A-Za-z0-9._-]+|@sha256:[0-9a-f]{64})$"
 )
@@ -89,7 +75,9 @@ if command -v docker-credential-gcr >/dev/null 2>&1; then
 elif command -v gcloud >/dev/null 2>&1; then
   gcloud auth configure-docker "$REGISTRY" --quiet
 fi
-docker run --rm --network host "${GPU_ARGS[@]}" -e IMAGE_URI="$IMAGE" "$IMAGE" \
+# --stop-timeout: a Spot VM's shutdown gives about 30 s; the run needs them to save the
+# notebook so far (docker stop would give 10).
+docker run --rm --network host --stop-timeout 25 "${GPU_ARGS[@]}" -e IMAGE_URI="$IMAGE" "$IMAGE" \
   python -m executor vm-run
 code=$?
 echo "executor exited with code $code"
@@ -106,33 +94,99 @@ fi
 """
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from exc
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 1 or more")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from exc
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
+    return value
+
+
 def add_flags(parser: argparse.ArgumentParser) -> None:
+    """The VM's flags; the run's own (parameters, timeouts, --run-id) are added by
+    :mod:`executor.options`."""
     g = parser.add_argument_group("VM")
     g.add_argument("--zone", required=True, help="e.g. us-central1-b")
     g.add_argument(
         "--project",
         default=None,
-        help="project id (default: GOOGLE_CLOUD_PROJECT or the credentials')",
+        help="project id (default: GOOGLE_CLOUD_PROJECT)",
     )
     g.add_argument(
         "--image-uri",
         required=True,
         help="the executor image, e.g. us-docker.pkg.dev/PROJECT/REPO/executor:TAG",
     )
-    g.add_argument("--machine-type", default="n1-standard-8")
-    g.add_argument("--gpu-type", default="t4", choices=sorted(GPU_TYPES))
-    g.add_argument("--gpu-count", type=int, default=1, help="0 for a CPU-only VM")
     g.add_argument(
-        "--os",
-        dest="os_image",
-        choices=sorted(IMAGES),
-        default="dlvm",
-        help="Deep Learning VM image (default) or Container-Optimized OS",
+        "--machine-type",
+        default="n1-standard-8",
+        help="N1 for T4/V100/P100/P4, G2 for L4, A2 for A100, A3 for H100 (default: %(default)s)",
     )
-    g.add_argument("--boot-disk-gb", type=int, default=100)
+    g.add_argument(
+        "--gpu-type",
+        default=None,
+        choices=sorted(compute_engine.GPUS),
+        help="default: what a G2/A2/A3 machine type comes with, else t4",
+    )
+    g.add_argument(
+        "--gpu-count",
+        type=_count,
+        default=None,
+        help="0 for a CPU-only VM (default: what a G2/A2/A3 machine type comes with, else 1)",
+    )
+    g.add_argument(
+        "--image-family",
+        default=compute_engine.DEFAULT_IMAGE_FAMILY,
+        help="boot image family (default: the Deep Learning VM family %(default)s; "
+        "cos-stable with --image-project cos-cloud for Container-Optimized OS)",
+    )
+    g.add_argument(
+        "--image-project",
+        default=compute_engine.DEFAULT_IMAGE_PROJECT,
+        help="project of the image family (default: %(default)s)",
+    )
+    g.add_argument("--boot-disk-gb", type=_positive_int, default=100, help="default: 100")
     g.add_argument("--name", default=None, help="VM name (default: notebook-<run id>)")
-    g.add_argument("--service-account", default="default")
-    g.add_argument("--network", default="global/networks/default")
+    g.add_argument(
+        "--spot",
+        action="store_true",
+        help="a Spot VM: cheaper, deleted when Compute Engine preempts it; the notebook so "
+        "far is saved, the status says PREEMPTED, and launching the same --run-id again "
+        "starts the run again",
+    )
+    g.add_argument(
+        "--service-account",
+        default="default",
+        help="the VM's service account email (default: the project's default account)",
+    )
+    g.add_argument("--network", default=None, help="VPC network name or URL (default: default)")
+    g.add_argument("--subnet", default=None, help="subnetwork name (in the zone's region) or URL")
+    g.add_argument(
+        "--no-external-ip",
+        dest="external_ip",
+        action="store_false",
+        help="no external IP address (the subnet then needs Private Google Access, and "
+        "Cloud NAT to reach a registry outside Google)",
+    )
+    g.add_argument(
+        "--labels",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE[,KEY=VALUE]",
+        help="VM labels (repeatable)",
+    )
     g.add_argument(
         "--stay-alive",
         action="store_true",
@@ -147,8 +201,41 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _check_run(args: argparse.Namespace, options: RunOptions) -> tuple[str, str]:
+    """Check the run as ``executor run`` would, without running it: the input exists and
+    is a notebook, the parameters fit its parameters cell, the OUTPUT template fills in.
+    Returns (run id, the output path)."""
+    from executor import runner
+
+    with tempfile.TemporaryDirectory(prefix="executor-launch-") as workdir:
+        req = runner.prepare(args.input, args.output, options, workdir=workdir)
+    return req.run_id, req.output
+
+
+def _note_earlier_run(output: str) -> None:
+    """Say so when this run id already ran into this output (e.g. a preempted Spot VM's):
+    the new VM starts the run over and overwrites what it left."""
+    from executor import follow
+    from jobcommon.errors import NotFoundError
+
+    try:
+        record = follow.read_status(output)
+    except (NotFoundError, JobError):
+        return
+    if record["state"] == exitcodes.RUNNING:
+        log.warning(
+            "%s says RUNNING (since %s): if that VM still runs, both write the same outputs",
+            follow.status_file(output), record.get("started_at"),
+        )  # fmt: skip
+    else:
+        log.info("starting run %s again; it was %s", record.get("run_id"), follow.summary(record))
+
+
 def build_request(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
-    """(project, the ``instances.insert`` body) for these arguments."""
+    """(project, the ``instances.insert`` body) for these arguments, all checked first."""
+    from executor import outputs
+    from jobcommon import storage
+
     for path in (args.input, args.output):
         storage.validate(path)
         if not storage.is_gcs(path):
@@ -161,106 +248,88 @@ def build_request(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     project = args.project or os.environ.get("GOOGLE_CLOUD_PROJECT")
     if not project:
         raise UsageError("give --project (or set GOOGLE_CLOUD_PROJECT)")
-    # Every run option travels in the metadata; vm-run reads them back with from_metadata.
+    gpu, gpu_count = compute_engine.default_gpus(args.machine_type, args.gpu_type, args.gpu_count)
+    accelerators = compute_engine.check_accelerator(args.machine_type, gpu, gpu_count)
+    labels = compute_engine.parse_labels(args.labels)
     options = RunOptions.from_args(args)
     run_id = options.run_id or outputs.new_run_id()
-    options = dataclasses.replace(options, run_id=run_id)
-    name = args.name or "notebook-" + re.sub(r"[^a-z0-9-]", "-", run_id.lower())[:50]
-    if not _NAME_RE.match(name):
-        raise UsageError(f"VM name {name!r}: use 1-63 lowercase letters, digits and '-'")
-    zone = args.zone
-    items = {
+    name = compute_engine.check_vm_name(
+        args.name or "notebook-" + re.sub(r"[^a-z0-9-]", "-", run_id.lower())[:50].rstrip("-")
+    )
+    run_id, output = _check_run(args, dataclasses.replace(options, run_id=run_id))
+    _note_earlier_run(output)
+    # vm-run fills the template again: braces from parameter values must stay literal.
+    literal_output = output.replace("{", "{{").replace("}", "}}")
+    metadata = {
         "input_notebook_path": args.input,
-        "output_notebook_path": args.output.replace("{run_id}", run_id),
-        **options.to_metadata(),
+        "output_notebook_path": literal_output,
+        **dataclasses.replace(options, run_id=run_id).to_metadata(),
         "stay_alive": "true" if args.stay_alive else "false",
         "executor_image": args.image_uri,
-        "executor_gpu_count": str(args.gpu_count),
+        "executor_gpu_count": str(gpu_count),
         "startup-script": STARTUP_SCRIPT,
     }
-    body: dict[str, Any] = {
-        "name": name,
-        "machineType": f"zones/{zone}/machineTypes/{args.machine_type}",
-        "disks": [{
-            "boot": True,
-            "autoDelete": True,
-            "initializeParams": {
-                "sourceImage": IMAGES[args.os_image],
-                "diskSizeGb": str(args.boot_disk_gb),
-            },
-        }],
-        "networkInterfaces": [{
-            "network": args.network,
-            "accessConfigs": [{"type": "ONE_TO_ONE_NAT", "name": "External NAT"}],
-        }],
-        "serviceAccounts": [{"email": args.service_account, "scopes": [CLOUD_PLATFORM_SCOPE]}],
-        "scheduling": {"onHostMaintenance": "TERMINATE", "automaticRestart": False},
-        "labels": {"app": "notebook-executor", "run-id": name[:63]},
-        "metadata": {"items": [{"key": k, "value": v} for k, v in items.items()]},
-    }  # fmt: skip
-    if args.gpu_count > 0:
-        body["guestAccelerators"] = [{
-            "acceleratorType": f"zones/{zone}/acceleratorTypes/{GPU_TYPES[args.gpu_type]}",
-            "acceleratorCount": args.gpu_count,
-        }]  # fmt: skip
-        if args.os_image == "dlvm":
-            items_list = body["metadata"]["items"]
-            items_list.append({"key": "install-nvidia-driver", "value": "True"})
+    if gpu_count > 0 and args.image_project == compute_engine.DEFAULT_IMAGE_PROJECT:
+        metadata["install-nvidia-driver"] = "True"  # the Deep Learning VM's own switch
+    body = compute_engine.instance_body(
+        name=name,
+        zone=args.zone,
+        machine_type=args.machine_type,
+        accelerators=accelerators,
+        image_project=args.image_project,
+        image_family=args.image_family,
+        boot_disk_gb=args.boot_disk_gb,
+        metadata=metadata,
+        network=args.network,
+        subnet=args.subnet,
+        external_ip=args.external_ip,
+        service_account=args.service_account,
+        labels={"run-id": name[:63], **labels},
+        spot=args.spot,
+    )
     return project, body
 
 
-def _token(args: argparse.Namespace) -> str:
-    if args.access_token:
-        return args.access_token
-    import google.auth
-    import google.auth.transport.requests
-
-    try:
-        credentials, _ = google.auth.default(scopes=[CLOUD_PLATFORM_SCOPE])
-        credentials.refresh(google.auth.transport.requests.Request())
-    except Exception as exc:
-        raise JobError(
-            f"no Google Cloud credentials to create the VM ({exc}): run `gcloud auth "
-            "application-default login` or pass --access-token"
-        ) from exc
-    return credentials.token
-
-
 def main(args: argparse.Namespace) -> int:
-    import requests
-
-    from executor import metadata
+    from executor import outputs
 
     project, body = build_request(args)
-    url = metadata.instance_url(project, args.zone)
+    items = {i["key"]: i["value"] for i in body["metadata"]["items"]}
+    output = items["output_notebook_path"].replace("{{", "{").replace("}}", "}")
+    url = compute_engine.instances_url(project, args.zone)
     if args.dry_run:
         json.dump({"method": "POST", "url": url, "body": body}, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return 0
-    resp = requests.post(
-        url, json=body, headers={"Authorization": f"Bearer {_token(args)}"}, timeout=60
-    )
-    if resp.status_code not in (200, 201, 202):
-        raise JobError(
-            f"creating VM {body['name']} failed: HTTP {resp.status_code}: {resp.text[:300]}"
-        )
-    operation = resp.json()
+    from jobcommon.gcp_auth import access_token
+
+    token = access_token(f"projects/{project}", explicit=args.access_token)
+    try:
+        operation = compute_engine.insert_instance(project, args.zone, body, token)
+    except JobError as exc:
+        if "already exists" in str(exc):
+            raise JobError(
+                f"{exc}: a VM named {body['name']} is still there (a preempted Spot VM is "
+                "deleted within a minute or two): launch again shortly, or pass --name"
+            ) from exc
+        raise
     log.info(
-        "creating VM %s in %s/%s (operation %s); it deletes itself after the run",
+        "creating VM %s in %s/%s (operation %s); it deletes itself after the run; follow it "
+        "with: python -m executor wait %s",
         body["name"],
         project,
         args.zone,
         operation.get("name"),
+        output,
     )
     print(
         json.dumps(
             {
                 "instance": body["name"],
                 "operation": operation.get("name"),
-                "output": dict((i["key"], i["value"]) for i in body["metadata"]["items"])[
-                    "output_notebook_path"
-                ],
+                "output": output,
+                "status": outputs.status_path(output),
             }
-        )
+        )  # fmt: skip
     )
     return 0

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -35,6 +36,8 @@ from jobcommon.cli import EXIT_INTERRUPTED
 from jobcommon.errors import BadInputError, JobError, UsageError
 
 log = logging.getLogger(__name__)
+
+PREEMPTED_UPLOAD_SECONDS = 15.0  # of the ~30 s Compute Engine gives a preempted VM
 
 
 class Engine:
@@ -83,6 +86,9 @@ class RunRequest:
     log_format: str = "auto"
     log_level: str = "INFO"
     kill_grace: float = 10.0
+    # Asked when the run is interrupted (SIGINT/SIGTERM): PREEMPTED when the interruption is
+    # Compute Engine preempting the VM (vm-run asks the metadata server), else None.
+    interruption: Callable[[], str | None] | None = field(default=None, repr=False)
     workdir: str = field(default="", repr=False)
     engine: Engine | None = field(default=None, repr=False)
 
@@ -421,9 +427,20 @@ def execute(req: RunRequest) -> RunResult:
         mirror.stop(0)
         raise
     interrupted = bool(result.get("interrupted"))
+    preempted = (
+        interrupted and req.interruption is not None and (req.interruption() == exitcodes.PREEMPTED)
+    )
     if interrupted:
-        # Shutting down: keep the final uploads short.
-        req.options = dataclasses.replace(opts, upload_deadline=min(opts.upload_deadline, 20.0))
+        # Shutting down: keep the final uploads short (a preempted VM has about 30 s left).
+        limit = PREEMPTED_UPLOAD_SECONDS if preempted else 20.0
+        req.options = dataclasses.replace(opts, upload_deadline=min(opts.upload_deadline, limit))
+    if preempted:
+        result.update(
+            state=exitcodes.PREEMPTED,
+            ename="Preempted",
+            evalue="Compute Engine preempted this Spot VM; launch the same --run-id again to "
+            "run the notebook again",
+        )
     ended = datetime.now(UTC)
     state = result.get("state", exitcodes.FAILED)
     timeout = None
@@ -448,7 +465,10 @@ def execute(req: RunRequest) -> RunResult:
     with open(local_output, "rb") as f:
         data = f.read()
 
-    exit_code = EXIT_INTERRUPTED if interrupted else exitcodes.EXIT_CODE_BY_STATE[state]
+    if interrupted and not preempted:
+        exit_code = EXIT_INTERRUPTED
+    else:
+        exit_code = exitcodes.EXIT_CODE_BY_STATE[state]
     stopped_at = None
     if stopped is not None and state != exitcodes.SUCCEEDED:
         number, cell = stopped
@@ -490,7 +510,7 @@ def execute(req: RunRequest) -> RunResult:
         level = logging.INFO if state == exitcodes.SUCCEEDED else logging.ERROR
         log.log(level, "%s; output %s", summary, req.output)
     shutil.rmtree(workdir, ignore_errors=True)
-    if interrupted:
+    if interrupted and not preempted:
         raise KeyboardInterrupt
     return RunResult(state, exit_code, record, uploads)
 

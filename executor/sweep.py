@@ -6,7 +6,9 @@ Parameter sets come from a YAML/JSON list of mappings, a grid
 ``runs: [...]``, or a CSV with one column per parameter. Each run is an ordinary
 ``executor run`` into ``OUTPUT_PREFIX/<run name>/output.ipynb``; afterwards
 ``metrics.csv``, ``metrics.md`` (one row per run: status and glued values) and, when some
-glued values are numbers, ``summary.png`` are written in OUTPUT_PREFIX.
+glued values are numbers, ``summary.png`` are written in OUTPUT_PREFIX. With
+``--backend vertex`` each run is a Vertex AI CustomJob instead (:mod:`executor.vertex`); the
+table and plot are gathered the same way, from the runs' status files.
 
 Example::
 
@@ -182,8 +184,12 @@ def summary_plot(rows: list[dict[str, Any]], path: str, param_cols: list[str] = 
 
 
 def main(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
 
+    vertex_backend = getattr(args, "backend", "local") == "vertex"
+    if vertex_backend:
+        from executor import vertex
+
+        vertex.check_args(args)  # before anything is read
     runs = load_runs(args.runs)
     options = RunOptions.from_args(args)
     # The common -p/-f/... options apply to every run; a run's own values win over them.
@@ -202,8 +208,21 @@ def main(args: argparse.Namespace) -> int:
                 given={**common, **given}, log_format=args.log_format, log_level=args.log_level,
             )
         )  # fmt: skip
-    parallel = args.parallel or default_parallelism()
-    log.info("batch: %d runs of %s, %d at a time", len(requests), args.input, parallel)
+    if vertex_backend:
+        log.info("batch: %d runs of %s as Vertex AI CustomJobs", len(requests), args.input)
+        gathered = vertex.run_backend(args, requests)
+        if gathered is None:  # --dry-run: the requests are printed, nothing ran
+            return exitcodes.EXIT_OK
+        return write_summary(prefix, gathered)
+    return write_summary(prefix, run_locally(requests, args.parallel))
+
+
+def run_locally(requests: list[runner.RunRequest], parallel: int | None) -> list[dict[str, Any]]:
+    """Execute the prepared runs here, ``parallel`` kernels at once; their status records."""
+    from tqdm import tqdm
+
+    parallel = parallel or default_parallelism()
+    log.info("batch: %d runs of %s, %d at a time", len(requests), requests[0].input, parallel)
     results: list[dict[str, Any]] = []
     bar = tqdm(total=len(requests), unit="run", disable=not sys.stderr.isatty())
     with ThreadPoolExecutor(max_workers=parallel) as pool:
@@ -214,7 +233,13 @@ def main(args: argparse.Namespace) -> int:
             bar.set_postfix_str(f"{result.status['run_id']} {result.state}")
             bar.update(1)
     bar.close()
-    results.sort(key=lambda r: r["run_id"])
+    return results
+
+
+def write_summary(prefix: str, results: list[dict[str, Any]]) -> int:
+    """metrics.csv, metrics.md and summary.png in ``prefix`` from the runs' status records,
+    whichever backend ran them; exit code 0 when every run succeeded, else 10."""
+    results = sorted(results, key=lambda r: r["run_id"])
     columns, rows = metrics_rows(results)
     param_names = {k for r in results for k in r["parameters"]}
     storage.write_text(storage.join(prefix, "metrics.csv"), to_csv(columns, rows))

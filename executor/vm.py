@@ -11,6 +11,12 @@ and every run option as :meth:`executor.options.RunOptions.to_metadata` writes i
 (``parameters`` as ``-p a 1 -p b 2``, ``parameters_file``, ``kernel``, ``job_timeout``, ...).
 A run that fails before it starts (a missing parameters file, bad parameters, a missing
 bucket) still writes a FAILED ``OUTPUT.status.json`` with the reason, then deletes the VM.
+
+On a Spot VM that Compute Engine preempts, the container gets SIGTERM with a short grace:
+the metadata server then says ``instance/preempted`` is ``TRUE``, so the run is stopped, the
+notebook so far is uploaded with a ``PREEMPTED`` status (exit code 15), and the VM is left
+for Compute Engine to delete (``instanceTerminationAction: DELETE``). Launching the same run
+id again runs the notebook again into the same outputs.
 """
 
 from __future__ import annotations
@@ -18,7 +24,8 @@ from __future__ import annotations
 import json
 import logging
 
-from executor import exitcodes, metadata, outputs, runner, status
+from executor import compute_engine, exitcodes, outputs, runner, status
+from executor.compute_engine_metadata import MetadataClient
 from executor.options import RunOptions
 from jobcommon import storage
 from jobcommon.errors import JobError, UsageError
@@ -28,7 +35,11 @@ log = logging.getLogger(__name__)
 TRUE = {"1", "true", "yes", "on"}
 
 
-def run_from_metadata(md: metadata.MetadataClient, log_format: str, log_level: str) -> int:
+def _interruption(md: MetadataClient) -> str | None:
+    return exitcodes.PREEMPTED if md.preempted() else None
+
+
+def run_from_metadata(md: MetadataClient, log_format: str, log_level: str) -> int:
     """Run the notebook the metadata describes; returns the run's exit code."""
     input_path = (md.attribute("input_notebook_path") or "").strip()
     output_path = (md.attribute("output_notebook_path") or "").strip()
@@ -42,6 +53,7 @@ def run_from_metadata(md: metadata.MetadataClient, log_format: str, log_level: s
     except JobError as exc:
         _report_early_failure(input_path, output_path, exc)
         raise
+    req.interruption = lambda: _interruption(md)
     return runner.execute(req).exit_code
 
 
@@ -66,7 +78,7 @@ def _report_early_failure(input_path: str, output_template: str, exc: JobError) 
 
 
 def main(log_format: str = "auto", log_level: str = "INFO") -> int:
-    md = metadata.MetadataClient()
+    md = MetadataClient()
     stay_alive = (md.attribute("stay_alive") or "").strip().lower() in TRUE
     try:
         code = run_from_metadata(md, log_format, log_level)
@@ -79,10 +91,16 @@ def main(log_format: str = "auto", log_level: str = "INFO") -> int:
     if stay_alive:
         log.info("stay_alive is set: leaving this VM running (exit code %d)", code)
         return code
+    if code == exitcodes.EXIT_PREEMPTED:
+        log.warning(
+            "this Spot VM was preempted: Compute Engine deletes it; launch the same --run-id "
+            "again to run the notebook again"
+        )
+        return code
     try:
         project, zone, name = md.instance()
         log.info("deleting this VM %s/%s/%s (run exit code %d)", project, zone, name, code)
-        metadata.delete_instance(project, zone, name, md.token())
+        compute_engine.delete_instance(project, zone, name, md.token())
     except JobError as exc:
         log.error("could not delete this VM: %s", exc)
         return code or exitcodes.EXIT_SELF_DELETE_FAILED

@@ -16,6 +16,7 @@ PROJECT, ZONE, NAME, TOKEN = "proj-1", "us-central1-b", "notebook-vm-1", "tok-12
 
 def metadata_server(attributes: dict[str, str]) -> Recorder:
     values = {
+        "instance/preempted": "FALSE",
         "instance/name": NAME,
         "instance/zone": f"projects/1234/zones/{ZONE}",
         "project/project-id": PROJECT,
@@ -25,15 +26,17 @@ def metadata_server(attributes: dict[str, str]) -> Recorder:
         **{f"instance/attributes/{k}": v for k, v in attributes.items()},
     }
 
-    def handle(_rec, method, path, headers, _body):
+    def handle(rec, method, path, headers, _body):
         if headers.get("Metadata-Flavor") != "Google":
             return 403, {}, b"missing Metadata-Flavor header"
         key = path.split("?")[0].removeprefix("/computeMetadata/v1/")
-        if method == "GET" and key in values:
-            return 200, {"Content-Type": "text/plain"}, values[key].encode()
+        if method == "GET" and key in rec.values:
+            return 200, {"Content-Type": "text/plain"}, rec.values[key].encode()
         return 404, {}, b"not found"
 
-    return Recorder(handle)
+    server = Recorder(handle)
+    server.values = values  # a test may change them while vm-run runs (e.g. a preemption)
+    return server
 
 
 def compute_server(watch: list[str]) -> Recorder:
