@@ -7,10 +7,11 @@ import subprocess
 import sys
 
 import pytest
-from executor_helpers import REPO, run_cli
+from executor_helpers import REPO, notebook, run_cli, write
 
 from executor import cli, launch, options
 from executor.options import RunOptions
+from jobcommon import storage
 
 # Every run option, each set to something other than its default.
 EVERY_OPTION = [
@@ -35,8 +36,14 @@ def _parse(command: list[str]) -> RunOptions:
     return RunOptions.from_args(cli.build_parser().parse_args(command))
 
 
-def test_every_run_option_travels_from_launch_to_vm_run_unchanged():
-    ran = _parse(["run", "gs://bkt/in.ipynb", "gs://bkt/out.ipynb", *EVERY_OPTION])
+def test_every_run_option_travels_from_launch_to_vm_run_unchanged(bucket, tmp_path):
+    # launch checks the run before it builds the request: the input and -f files must exist.
+    every = [a.replace("gs://bkt", bucket) for a in EVERY_OPTION]
+    nb = notebook('epochs = 1\ncmd = ""\nlr = 0.1\nname = ""\n', "print(epochs)")
+    storage.upload_file(write(nb, str(tmp_path / "in.ipynb")), f"{bucket}/in.ipynb")
+    storage.write_text(f"{bucket}/a.yaml", "epochs: 2\n")
+    storage.write_text(f"{bucket}/b.yaml", "lr: 0.2\n")
+    ran = _parse(["run", f"{bucket}/in.ipynb", f"{bucket}/out.ipynb", *every])
     defaults = RunOptions()
     # The list above covers every field: a new option must be added to it (and so travel).
     untested = [
@@ -45,7 +52,7 @@ def test_every_run_option_travels_from_launch_to_vm_run_unchanged():
     ]  # fmt: skip
     assert untested == []
     args = cli.build_parser().parse_args(
-        ["launch", "gs://bkt/in.ipynb", "gs://bkt/out/{run_id}.ipynb", *VM, *EVERY_OPTION]
+        ["launch", f"{bucket}/in.ipynb", f"{bucket}/out/{{run_id}}.ipynb", *VM, *every]
     )
     _, body = launch.build_request(args)
     items = {i["key"]: i["value"] for i in body["metadata"]["items"]}
