@@ -354,8 +354,13 @@ def _upload_outputs(
     record: dict[str, Any],
 ) -> tuple[int, list[str]]:
     """Every upload after the run, within one --upload-deadline: the notebook, the HTML, the
-    stream files, then the status. Returns (notebook uploads, what could not be uploaded)."""
-    deadline = Deadline(req.options.upload_deadline)
+    stream files, then the status. Returns (notebook uploads, what could not be uploaded).
+
+    The last part of the deadline is kept for the status file: a poller (``executor wait``)
+    must learn how the run ended even when the notebook's retries used up their share."""
+    overall = Deadline(req.options.upload_deadline)
+    reserve = min(max(req.options.upload_deadline / 4, 1.0), 30.0)
+    deadline = Deadline(max(req.options.upload_deadline - reserve, req.options.upload_deadline / 2))
     failed: list[str] = []
     try:
         uploads = mirror.final_upload(deadline, data=data)
@@ -382,7 +387,7 @@ def _upload_outputs(
     status_remote = outputs.status_path(req.output)
     try:
         text = json.dumps(record, indent=2)
-        bounded(lambda: storage.write_text(status_remote, text), deadline, "the status file")
+        bounded(lambda: storage.write_text(status_remote, text), overall, "the status file")
     except (JobError, UploadFailed) as exc:
         log.error("could not write the status file %s: %s", status_remote, exc)
         failed.append(f"status {status_remote}")
