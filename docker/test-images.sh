@@ -353,8 +353,8 @@ start_gcs() {
 # ---------------------------------------------------------------------------------------------
 smoke_storage() { # every image: the storage layer reaches the embedded GCS from the chroot
   local target=$1
-  in_image "$target" python -m jobcommon.gcs cp /smoke/hello.txt "gs://smoke/$target/hello.txt"
-  in_image "$target" python -m jobcommon.gcs cat "gs://smoke/$target/hello.txt" | grep hello
+  in_image "$target" python -m jobcommon.gsutil cp /smoke/hello.txt "gs://smoke/$target/hello.txt"
+  in_image "$target" python -m jobcommon.gsutil cat "gs://smoke/$target/hello.txt" | grep hello
 }
 
 help_trainer() {
@@ -459,7 +459,7 @@ EOF
 }
 
 smoke_executor() {
-  in_image executor python -m jobcommon.gcs cp /smoke/smoke.ipynb gs://smoke/nb/in.ipynb
+  in_image executor python -m jobcommon.gsutil cp /smoke/smoke.ipynb gs://smoke/nb/in.ipynb
   in_image executor python -m executor run gs://smoke/nb/in.ipynb gs://smoke/nb/out.ipynb \
     -p n 4
   host_py - <<'EOF'
