@@ -6,9 +6,9 @@ import json
 import os
 import signal
 import subprocess
-import time
 
 import numpy as np
+from process_helpers import sigkill_when
 from trainer_helpers import (
     REPO,
     child_env,
@@ -40,17 +40,7 @@ def test_sigkill_after_epoch_k_then_rerun_trains_each_remaining_epoch_once(gcs, 
     first = subprocess.Popen(
         task_cmd(*args), env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
-    try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and first.poll() is None:
-            if (checkpoints.latest_epoch(f"{bucket}/job/checkpoints") or 0) >= 3:
-                break
-            time.sleep(0.05)
-        first.send_signal(signal.SIGKILL)
-        first.wait(timeout=30)
-    finally:
-        if first.poll() is None:
-            first.kill()
+    sigkill_when(first, lambda: (checkpoints.latest_epoch(f"{bucket}/job/checkpoints") or 0) >= 3)
     assert first.returncode == -signal.SIGKILL, first.stdout.read().decode()[-2000:]
     k = int(storage.read_text(latest))
     assert 3 <= k < EPOCHS

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import time
 
 import pytest
+from process_helpers import sigkill_when
 from trainer_helpers import (  # noqa: F401 (a fixture)
     REPO,
     child_env,
@@ -98,17 +98,9 @@ def test_keras_tuner_search_resumes_after_a_kill_without_redoing_finished_trials
     env = child_env(gcs.env(), CLOUD_ML_HP_METRIC_FILE=str(tmp_path / "m"))
     search_dir = f"{bucket}/kt/tuner/search"
     first = subprocess.Popen(task_cmd(*args), env=env, cwd=REPO, stdout=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and first.poll() is None:
-            if storage.exists(search_dir) and _completed_trials(search_dir):
-                break
-            time.sleep(0.1)
-        first.send_signal(signal.SIGKILL)
-        first.wait(timeout=30)
-    finally:
-        if first.poll() is None:
-            first.kill()
+    sigkill_when(
+        first, lambda: storage.exists(search_dir) and _completed_trials(search_dir), poll=0.1
+    )
     assert first.returncode == -signal.SIGKILL
     done_before = _completed_trials(search_dir)
     assert 1 <= len(done_before) < 3

@@ -9,6 +9,7 @@ import time
 import pytest
 from chaos_helpers import RATE, SEEDS
 from faultproxy import DOWNLOADS, TRANSIENT, Rule
+from storage_helpers import write_tree
 
 from jobcommon import storage
 from jobcommon.errors import NotFoundError, PermissionDeniedError, UsageError
@@ -23,12 +24,7 @@ def _tree(root) -> dict[str, bytes]:
         "schema.json": b'{"features": []}',
     }
     files.update({f"shards/part-{i:03d}": os.urandom(1000 + i) for i in range(5)})
-    for rel, data in files.items():
-        path = os.path.join(root, rel)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "wb") as f:
-            f.write(data)
-    return files
+    return write_tree(root, files)
 
 
 def _no_partials(root) -> bool:
