@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 # The suite plus every docstring example of the four packages (and of the test helpers).
-PYTEST_PATHS ?= tests jobcommon trainer batch executor
+PYTEST_PATHS ?= tests jobcommon trainer batch executor docker/image_report.py
 
 .PHONY: help venv demo test lint format bench chaos images clean
 
