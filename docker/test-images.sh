@@ -19,8 +19,9 @@
 # (scratch, default a new temp dir), PYTHON (host Python with the project installed, default
 # .venv/bin/python), KEEP_IMAGES=0 to remove the built images at the end, TARGETS to build a
 # subset (default "trainer batch executor"), SKIP_BUILD=1 to reuse already built images,
-# FRESH=1 (what CI sets) to reuse nothing from an earlier run: a new image store and a new
-# debootstrap in WORK_DIR, both removed at the end, so every run proves the build from scratch.
+# FRESH=1 (what CI sets) to reuse nothing from an earlier run: the base images are removed
+# and rebuilt from a new debootstrap in WORK_DIR (removed at the end), and the targets are
+# always rebuilt, so every run proves the build from scratch.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -40,11 +41,6 @@ CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt
 BASE_TAG=localhost/cloud-ml-jobs-base:bookworm
 BEAM_TAG=localhost/cloud-ml-jobs-beam-sdk-standin:test
 BUILDAH=(buildah --storage-driver vfs)
-if [[ "$FRESH" == 1 ]]; then
-  # An image store of the run's own: no layer, image or container of an earlier run (or of
-  # another run at the same time) can stand in for this build.
-  BUILDAH+=(--root "$WORK_DIR/storage" --runroot "$WORK_DIR/storage-run")
-fi
 RESULTS_MD=${RESULTS_MD:-$REPO/docker/RESULTS.md}
 
 mkdir -p "$WORK_DIR/logs" "$WORK_DIR/smoke"
@@ -71,10 +67,9 @@ cleanup() {
     wait "$GCS_PID" 2>/dev/null || true
   fi
   if [[ "$FRESH" == 1 ]]; then
-    # The run's own image store and rootfs cache (GBs) go; the logs stay in WORK_DIR/logs.
-    # --one-file-system: never follow a mount a killed `buildah run` may have left inside.
-    "${BUILDAH[@]}" rmi --all --force >/dev/null 2>&1 || true
-    rm -rf --one-file-system "$CACHE_DIR" "$WORK_DIR/storage" "$WORK_DIR/storage-run" || true
+    # The run's base images and rootfs cache go too; the logs stay in WORK_DIR/logs.
+    "${BUILDAH[@]}" rmi "$BASE_TAG" "$BEAM_TAG" >/dev/null 2>&1 || true
+    rm -rf --one-file-system "$CACHE_DIR" || true
   fi
 }
 trap cleanup EXIT
@@ -126,6 +121,11 @@ ensure_tools() {
 
 build_base_image() {
   local rootfs="$CACHE_DIR/rootfs"
+  if [[ "$FRESH" == 1 ]]; then
+    # Not an image store of the run's own: with --root outside the default, buildah 1.28
+    # leaves each RUN --mount bind target behind in the image as an empty file.
+    "${BUILDAH[@]}" rmi "$BASE_TAG" "$BEAM_TAG" >/dev/null 2>&1 || true
+  fi
   if ! "${BUILDAH[@]}" inspect --type image "$BASE_TAG" >/dev/null 2>&1; then
     echo "new" >"$WORK_DIR/base-image-state"
     if [[ ! -f "$CACHE_DIR/rootfs.complete" ]]; then
