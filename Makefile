@@ -4,6 +4,8 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
+# The suite plus every docstring example of the four packages (and of the test helpers).
+PYTEST_PATHS ?= tests jobcommon trainer batch executor docker/image_report.py
 
 .PHONY: help venv demo test lint format bench chaos images clean
 
@@ -32,7 +34,7 @@ format: venv
 	$(VENV)/bin/ruff format .
 
 test: lint
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest --doctest-modules $(PYTEST_PATHS) $(PYTEST_ARGS)
 
 demo: venv
 	$(PY) demo/run.py $(DEMO_ARGS)

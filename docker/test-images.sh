@@ -18,12 +18,20 @@
 # Environment: CACHE_DIR (rootfs cache, default /var/tmp/cloud-ml-jobs-base), WORK_DIR
 # (scratch, default a new temp dir), PYTHON (host Python with the project installed, default
 # .venv/bin/python), KEEP_IMAGES=0 to remove the built images at the end, TARGETS to build a
-# subset (default "trainer batch executor"), SKIP_BUILD=1 to reuse already built images.
+# subset (default "trainer batch executor"), SKIP_BUILD=1 to reuse already built images,
+# FRESH=1 (what CI sets) to reuse nothing from an earlier run: the base images are removed
+# and rebuilt from a new debootstrap in WORK_DIR (removed at the end), and the targets are
+# always rebuilt, so every run proves the build from scratch.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-CACHE_DIR=${CACHE_DIR:-/var/tmp/cloud-ml-jobs-base}
 WORK_DIR=${WORK_DIR:-$(mktemp -d /var/tmp/cloud-ml-jobs-images.XXXXXX)}
+FRESH=${FRESH:-0}
+if [[ "$FRESH" == 1 ]]; then
+  CACHE_DIR=$WORK_DIR/base-cache
+else
+  CACHE_DIR=${CACHE_DIR:-/var/tmp/cloud-ml-jobs-base}
+fi
 PYTHON=${PYTHON:-$REPO/.venv/bin/python}
 TARGETS=${TARGETS:-"trainer batch executor"}
 KEEP_IMAGES=${KEEP_IMAGES:-1}
@@ -40,6 +48,7 @@ declare -A SECONDS_OF=()
 declare -a SUMMARY=()
 FAILURES=0
 GCS_PID=""
+POOL_PID=""
 CONTAINERS=()
 T0=$(date +%s)
 
@@ -56,6 +65,11 @@ cleanup() {
   if [[ -n "$GCS_PID" ]]; then
     kill "$GCS_PID" 2>/dev/null || true
     wait "$GCS_PID" 2>/dev/null || true
+  fi
+  if [[ "$FRESH" == 1 ]]; then
+    # The run's base images and rootfs cache go too; the logs stay in WORK_DIR/logs.
+    "${BUILDAH[@]}" rmi "$BASE_TAG" "$BEAM_TAG" >/dev/null 2>&1 || true
+    rm -rf --one-file-system "$CACHE_DIR" || true
   fi
 }
 trap cleanup EXIT
@@ -107,6 +121,11 @@ ensure_tools() {
 
 build_base_image() {
   local rootfs="$CACHE_DIR/rootfs"
+  if [[ "$FRESH" == 1 ]]; then
+    # Not an image store of the run's own: with --root outside the default, buildah 1.28
+    # leaves each RUN --mount bind target behind in the image as an empty file.
+    "${BUILDAH[@]}" rmi "$BASE_TAG" "$BEAM_TAG" >/dev/null 2>&1 || true
+  fi
   if ! "${BUILDAH[@]}" inspect --type image "$BASE_TAG" >/dev/null 2>&1; then
     echo "new" >"$WORK_DIR/base-image-state"
     if [[ ! -f "$CACHE_DIR/rootfs.complete" ]]; then
@@ -305,20 +324,28 @@ inspect_image() {
 # Running commands in an image as its own user, pointed at the embedded GCS
 # ---------------------------------------------------------------------------------------------
 in_image() { # target cmd... : run as the image's USER, in its WORKDIR, with /smoke mounted
+  local target=$1
+  shift
+  image_run_cmd "$target"
+  "${RUN_CMD[@]}" "$@"
+}
+
+RUN_CMD=()
+image_run_cmd() { # target [buildah run option...] -> RUN_CMD: the command line of in_image
   local target=$1 user
   shift
   user=$(image_user "$target")
-  "${BUILDAH[@]}" run --isolation chroot --user "$user" \
-    --volume "$WORK_DIR/smoke:/smoke:ro" \
-    --env HOME=/home/app \
-    --env STORAGE_EMULATOR_HOST="$GCS_ENDPOINT" \
-    --env GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT=false \
-    --env NO_GCE_CHECK=True \
-    --env LOG_FORMAT=json \
-    --env TF_CPP_MIN_LOG_LEVEL=2 \
-    --env TF_NUM_INTEROP_THREADS=2 \
-    --env TF_NUM_INTRAOP_THREADS=2 \
-    "${CTR_OF[$target]}" -- "$@"
+  RUN_CMD=("${BUILDAH[@]}" run --isolation chroot --user "$user" "$@"
+    --volume "$WORK_DIR/smoke:/smoke:ro"
+    --env HOME=/home/app
+    --env STORAGE_EMULATOR_HOST="$GCS_ENDPOINT"
+    --env GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT=false
+    --env NO_GCE_CHECK=True
+    --env LOG_FORMAT=json
+    --env TF_CPP_MIN_LOG_LEVEL=2
+    --env TF_NUM_INTEROP_THREADS=2
+    --env TF_NUM_INTRAOP_THREADS=2
+    "${CTR_OF[$target]}" --)
 }
 
 entrypoint_of() { # target -> the image's ENTRYPOINT (or CMD) as words, one per line
@@ -353,8 +380,8 @@ start_gcs() {
 # ---------------------------------------------------------------------------------------------
 smoke_storage() { # every image: the storage layer reaches the embedded GCS from the chroot
   local target=$1
-  in_image "$target" python -m jobcommon.gcs cp /smoke/hello.txt "gs://smoke/$target/hello.txt"
-  in_image "$target" python -m jobcommon.gcs cat "gs://smoke/$target/hello.txt" | grep hello
+  in_image "$target" python -m jobcommon.gsutil cp /smoke/hello.txt "gs://smoke/$target/hello.txt"
+  in_image "$target" python -m jobcommon.gsutil cat "gs://smoke/$target/hello.txt" | grep hello
 }
 
 help_trainer() {
@@ -458,8 +485,86 @@ assert all("prediction" in r for r in rows)
 EOF
 }
 
+results_rows() { # output prefix -> its prediction rows, one canonical JSON line each, sorted
+  host_py - "$1" <<'EOF'
+import json, sys
+from jobcommon import storage
+paths = storage.glob(sys.argv[1] + "/prediction.results-*")
+rows = [json.loads(l) for p in paths for l in storage.read_text(p).splitlines() if l.strip()]
+print("\n".join(sorted(json.dumps(r, sort_keys=True) for r in rows)))
+EOF
+}
+
+stop_worker_pool() {
+  [[ -n "$POOL_PID" ]] || return 0
+  # setsid made the buildah run a process group of its own: the pool's SDK workers go too.
+  kill -- "-$POOL_PID" 2>/dev/null || true
+  wait "$POOL_PID" 2>/dev/null || true
+  POOL_PID=""
+}
+
+smoke_batch_worker_pool() {
+  # The Dataflow worker contract, as far as it runs without Dataflow: the image's own Python
+  # SDK harness serves Beam's external worker pool (the mode Beam's boot program also
+  # offers), and the launcher on the host runs the job with the portable runner, which hands
+  # the pipeline's pickled DoFns to SDK workers started by that pool. The image must run them
+  # with its own packages, and the rows must equal the local runner's.
+  local port pool_log="$WORK_DIR/logs/worker-pool.log"
+  port=$("$PYTHON" -c 'from jobcommon.localgcs import free_port; print(free_port())')
+  trap stop_worker_pool EXIT # this step runs in a subshell: never leave the pool behind
+  image_run_cmd batch --network host
+  setsid "${RUN_CMD[@]}" python -m apache_beam.runners.worker.worker_pool_main \
+    --service_port "$port" >"$pool_log" 2>&1 &
+  POOL_PID=$!
+  # The pool logs its start at INFO with no handler set up, so nothing shows: wait for its
+  # port instead.
+  local _ up=0
+  for _ in $(seq 1 600); do
+    kill -0 "$POOL_PID" 2>/dev/null || break
+    if "$PYTHON" -c 'import socket, sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1)' \
+      "$port" 2>/dev/null; then
+      up=1
+      break
+    fi
+    sleep 0.2
+  done
+  if [[ $up != 1 ]]; then
+    cat "$pool_log"
+    echo "the batch image's worker pool did not start"
+    return 1
+  fi
+  echo "worker pool of the batch image on localhost:$port"
+
+  local job=(--model-dir gs://smoke/job/keras_export --input-paths gs://smoke/batch/instances.jsonl
+    --data-format JSON)
+  host_py -m batch.predict "${job[@]}" --output-path gs://smoke/batch/out-pool \
+    --runner PortableRunner --job_endpoint embed \
+    --environment_type EXTERNAL --environment_config "localhost:$port"
+  host_py -m batch.predict "${job[@]}" --output-path gs://smoke/batch/out-local \
+    --runner DirectRunner
+  stop_worker_pool
+  echo "--- worker pool log:"
+  cat "$pool_log"
+  # The job's DoFns ran in SDK workers the pool started inside the image.
+  grep -q "Starting worker with command" "$pool_log"
+
+  local pool_rows local_rows image_rows
+  pool_rows=$(results_rows gs://smoke/batch/out-pool)
+  local_rows=$(results_rows gs://smoke/batch/out-local)
+  image_rows=$(results_rows gs://smoke/batch/out)
+  echo "$(wc -l <<<"$pool_rows") rows from the worker pool; first: $(head -n 1 <<<"$pool_rows")"
+  [[ $(wc -l <<<"$pool_rows") -eq 8 ]]
+  if [[ "$pool_rows" != "$local_rows" ]]; then
+    echo "the worker pool's rows differ from the local runner's:"
+    diff <(echo "$local_rows") <(echo "$pool_rows") || true
+    return 1
+  fi
+  # ... and equal what the image's own local run scored (smoke-batch).
+  [[ "$pool_rows" == "$image_rows" ]]
+}
+
 smoke_executor() {
-  in_image executor python -m jobcommon.gcs cp /smoke/smoke.ipynb gs://smoke/nb/in.ipynb
+  in_image executor python -m jobcommon.gsutil cp /smoke/smoke.ipynb gs://smoke/nb/in.ipynb
   in_image executor python -m executor run gs://smoke/nb/in.ipynb gs://smoke/nb/out.ipynb \
     -p n 4
   host_py - <<'EOF'
@@ -473,6 +578,30 @@ text = "".join(
 print("outputs:", text.strip())
 assert "answer 45" in text, text  # 0+1+2+3 + 39 with the injected n = 4
 EOF
+}
+
+image_report() { # sizes, layers and largest packages -> $WORK_DIR/image-report.md (and bench/)
+  local t specs=() mnt
+  "${BUILDAH[@]}" inspect --type image "$BASE_TAG" >"$WORK_DIR/inspect-base.json"
+  for t in $TARGETS; do
+    [[ -n "${CTR_OF[$t]:-}" ]] || continue
+    "${BUILDAH[@]}" inspect --type image "localhost/cloud-ml-jobs-$t:test" \
+      >"$WORK_DIR/inspect-$t.json"
+    mnt=$("${BUILDAH[@]}" mount "${CTR_OF[$t]}")
+    specs+=("$t=$WORK_DIR/inspect-$t.json=$mnt")
+  done
+  if ((${#specs[@]} == 0)); then
+    echo "(no image was built: no sizes to report)" >"$WORK_DIR/image-report.md"
+    return 0
+  fi
+  local bench=()
+  # Sizes go to bench/results only from a run whose every step passed.
+  [[ $FAILURES -eq 0 && "$SKIP_BUILD" != 1 ]] && bench=(--bench)
+  "$PYTHON" "$REPO/docker/image_report.py" --base "$WORK_DIR/inspect-base.json" \
+    --markdown "$WORK_DIR/image-report.md" "${bench[@]}" "${specs[@]}"
+  for t in $TARGETS; do
+    [[ -z "${CTR_OF[$t]:-}" ]] || "${BUILDAH[@]}" umount "${CTR_OF[$t]}" >/dev/null
+  done
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -507,13 +636,13 @@ main() {
     "${BUILDAH[@]}" inspect --type image "localhost/cloud-ml-jobs-$t:test" >/dev/null 2>&1 \
       || continue
     step "smoke-$t" "smoke_$t"
+    if [[ $t == batch ]]; then
+      step smoke-batch-worker-pool smoke_batch_worker_pool
+    fi
   done
 
-  local total=$(($(date +%s) - T0)) sizes
-  sizes=$("${BUILDAH[@]}" images --format '{{.Name}}:{{.Tag}}|{{.Size}}' \
-    | grep -E 'cloud-ml-jobs-(trainer|batch|executor|base)' \
-    | awk -F'|' '{gsub(/^ +| +$/, "", $1); gsub(/^ +| +$/, "", $2); print "| " $1 " | " $2 " |"}' \
-    || true)
+  step image-report image_report
+  local total=$(($(date +%s) - T0))
   {
     echo "# Image test: last result"
     echo
@@ -521,9 +650,7 @@ main() {
     echo "(buildah $(buildah --version | awk '{print $3}'), vfs storage, chroot isolation;"
     echo "base: Debian bookworm rootfs standing in for the CUDA image)."
     echo
-    echo "| image | size |"
-    echo "|---|---|"
-    echo "$sizes"
+    cat "$WORK_DIR/image-report.md" 2>/dev/null || echo "(no image report: see the steps)"
     echo
     echo "| step | result | time |"
     echo "|---|---|---|"
@@ -541,8 +668,11 @@ main() {
   cat "$RESULTS_MD"
   log "logs in $WORK_DIR/logs"
   if [[ "$KEEP_IMAGES" == 0 ]]; then
+    for c in "${CONTAINERS[@]}"; do "${BUILDAH[@]}" rm "$c" >/dev/null 2>&1 || true; done
     for t in $TARGETS; do "${BUILDAH[@]}" rmi "localhost/cloud-ml-jobs-$t:test" || true; done
   fi
+  # Each build leaves its intermediate stages behind as untagged images (GBs with vfs).
+  "${BUILDAH[@]}" rmi --prune >/dev/null 2>&1 || true
   [[ $FAILURES -eq 0 ]]
 }
 

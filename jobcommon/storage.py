@@ -1,10 +1,19 @@
-"""The one storage layer: local paths, ``/gcs/...`` FUSE paths and ``gs://`` URIs.
+"""The project's storage layer: local paths, ``/gcs/...`` FUSE paths and ``gs://`` URIs.
 
-This is the only code in the project that talks to Cloud Storage. It is built on
-fsspec/gcsfs, whose retries cover single requests (408, 429, 5xx, dropped connections,
-with capped exponential backoff); on top of that, whole operations are retried a few times
-with tenacity, so a transfer that ran out of request retries gets another chance, while
-permanent failures (not found, forbidden, no credentials) fail at once with a named error.
+The trainer's data staging, checkpoints and exports, the batch job's model download and
+result and error files (:mod:`batch.sink`), the executor's notebooks and outputs and the
+gsutil-like CLI all go through here. Two kinds of Cloud Storage traffic do not, and get
+neither these retries nor this timeout: the batch pipeline's *input* files are matched and
+read by Beam's own ``gs://`` filesystem (``ReadFromText``, ``fileio``; Beam's own client and
+retries), and a Dataflow launch uploads its staging and temp files through Beam as well.
+
+It is built on fsspec/gcsfs, whose retries cover single requests (408, 429, 5xx, dropped
+connections, with capped exponential backoff); on top of that, whole operations are retried
+a few times with tenacity, so a transfer that ran out of request retries gets another
+chance, while permanent failures (not found, forbidden, no credentials) fail at once with a
+named error. A request that receives nothing for :func:`request_timeout` seconds (60 by
+default) is dropped and retried like a dropped connection; one that keeps receiving bytes is
+never cut, however long the transfer.
 
 Writes are never half-visible under the final name: a GCS object only appears when its
 upload is finalized (a single request, or the last chunk of a resumable upload, which gcsfs
@@ -58,6 +67,9 @@ _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]$")
 # Chunk size of resumable uploads: a multiple of 256 KiB, as the GCS JSON API requires.
 UPLOAD_CHUNK_BYTES = 8 * 2**20
 OPERATION_ATTEMPTS = 3
+# Seconds a request may receive nothing before it is dropped and retried (gcsfs would wait
+# up to aiohttp's 5-minute default); long enough for GCS to finalize a large upload.
+DEFAULT_REQUEST_TIMEOUT = 60.0
 PARALLEL_TRANSFERS = 16
 
 T = TypeVar("T")
@@ -113,24 +125,53 @@ def emulator_host() -> str | None:
     return host if "://" in host else f"http://{host}"
 
 
-def request_timeout() -> float | None:
-    """Seconds one HTTP request may take (``STORAGE_REQUEST_TIMEOUT``); None: the client's
-    default (5 minutes). A stalled connection is then dropped and retried."""
+def request_timeout() -> float:
+    """Seconds one GCS request may go without receiving a byte (``STORAGE_REQUEST_TIMEOUT``,
+    default :data:`DEFAULT_REQUEST_TIMEOUT`): connecting, waiting for the answer, or between
+    two reads of it. A stalled request is then dropped and retried.
+
+    Example:
+        >>> os.environ["STORAGE_REQUEST_TIMEOUT"] = "15"
+        >>> request_timeout()
+        15.0
+        >>> del os.environ["STORAGE_REQUEST_TIMEOUT"]
+        >>> request_timeout()
+        60.0
+    """
     value = os.environ.get("STORAGE_REQUEST_TIMEOUT", "").strip()
+    if not value:
+        return DEFAULT_REQUEST_TIMEOUT
     try:
-        return float(value) if value else None
+        seconds = float(value)
     except ValueError:
-        raise UsageError(f"STORAGE_REQUEST_TIMEOUT={value!r} must be a number of seconds") from None
+        seconds = 0.0
+    if not seconds > 0:
+        raise UsageError(
+            f"STORAGE_REQUEST_TIMEOUT={value!r} must be a positive number of seconds"
+        ) from None
+    return seconds
 
 
-_fs_cache: dict[tuple[str | None, int, float | None], object] = {}
+def _client_timeout(seconds: float):
+    """The aiohttp timeout for one request: bounded silence, unbounded duration.
+
+    aiohttp's default (and a bare number) is a limit on the whole request, which would cut a
+    large download that is still moving; ``sock_read`` restarts at every byte received.
+    """
+    import aiohttp
+
+    return aiohttp.ClientTimeout(total=None, sock_connect=seconds, sock_read=seconds)
+
+
+_fs_cache: dict[tuple[str | None, int, float], object] = {}
 _fs_lock = threading.Lock()
 
 
 def _gcsfs(uri: str):
     """A GCSFileSystem for the current endpoint; built once per endpoint and process."""
     endpoint = emulator_host()
-    key = (endpoint, os.getpid(), request_timeout())
+    timeout = request_timeout()
+    key = (endpoint, os.getpid(), timeout)
     with _fs_lock:
         if key in _fs_cache:
             return _fs_cache[key]
@@ -141,7 +182,7 @@ def _gcsfs(uri: str):
         logging.getLogger("gcsfs").setLevel(logging.CRITICAL)
         options = {
             "skip_instance_cache": True,
-            "requests_timeout": request_timeout(),
+            "requests_timeout": _client_timeout(timeout),
             # Compare the MD5 GCS reports with what was sent/received: a replayed or cut
             # transfer then fails (and is retried) instead of landing silently wrong.
             "consistency": "md5",

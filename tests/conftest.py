@@ -38,3 +38,12 @@ def gcs_env(gcs: LocalGCS) -> dict[str, str]:
     env = gcs.env()
     env.setdefault("LOG_FORMAT", "json")
     return env
+
+
+def pytest_ignore_collect(collection_path, config):
+    """``make test`` collects doctests (``--doctest-modules``) over tests/ too; a conftest.py
+    is loaded by pytest as a plugin anyway, and collecting it again as a module clashes with
+    the other conftest.py of the same basename (tests/chaos/)."""
+    if config.option.doctestmodules and collection_path.name == "conftest.py":
+        return True
+    return None

@@ -9,7 +9,10 @@ Every request is forwarded to the real emulator unless a :class:`Rule` picks it 
   reset halfway through the response body;
 - ``"truncate"``: the request is forwarded, the full ``Content-Length`` is announced but only
   half the body is sent before the connection closes;
-- ``"stall"``: nothing is answered for ``stall_seconds``, then the connection is reset.
+- ``"stall"``: nothing is answered for ``stall_seconds``, then the connection is reset; a
+  client that hangs up first is counted as ``stall-dropped`` (its request timeout worked);
+- ``"trickle"``: the answer is forwarded in ten pieces spread over ``stall_seconds``, a slow
+  but moving transfer; a client that hangs up midway is counted as ``trickle-dropped``.
 
 Decisions are reproducible: each one draws from ``random.Random`` seeded with the seed, the
 method, the URL path and how many times that method and path were seen before, so they do
@@ -33,9 +36,11 @@ import json
 import os
 import random
 import re
+import select
 import socket
 import struct
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -45,7 +50,14 @@ from jobcommon.localgcs import LocalGCS, free_port
 
 TRANSIENT = ("429", "503", "reset-request", "reset-response", "truncate")
 STATUS_FAULTS = {"403", "404", "429", "503"}
-ALL_FAULTS = (*sorted(STATUS_FAULTS), "reset-request", "reset-response", "truncate", "stall")
+ALL_FAULTS = (
+    *sorted(STATUS_FAULTS),
+    "reset-request",
+    "reset-response",
+    "truncate",
+    "stall",
+    "trickle",
+)
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length"}
 
 
@@ -217,6 +229,36 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             self.connection.close()
 
+    def _client_hangs_up_within(self, seconds: float) -> bool:
+        """Wait up to ``seconds`` (less if the proxy stops); True if the client closed first."""
+        deadline = time.monotonic() + seconds
+        while not self.proxy._closing.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            readable, _, _ = select.select([self.connection], [], [], min(left, 0.1))
+            if readable:
+                try:
+                    if not self.connection.recv(1, socket.MSG_PEEK):
+                        return True
+                except OSError:
+                    return True
+                time.sleep(0.05)  # a pipelined request waits its turn: keep stalling
+        return False
+
+    def _trickle(self, payload: bytes, seconds: float, pieces: int = 10) -> None:
+        size = max(1, -(-len(payload) // pieces))
+        try:
+            for start in range(0, len(payload), size):
+                if start and self.proxy._closing.wait(seconds / pieces):
+                    return
+                self.wfile.write(payload[start : start + size])
+                self.wfile.flush()
+        except OSError:
+            with self.proxy._lock:
+                self.proxy.counts["trickle-dropped"] += 1
+            self.close_connection = True
+
     def _send_status(self, code: int) -> None:
         body = json.dumps(
             {"error": {"code": code, "message": f"injected fault {code}", "errors": []}}
@@ -269,7 +311,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._send_status(int(fault))
             return
         if fault == "stall":
-            self.proxy._closing.wait(rule.stall_seconds)
+            if self._client_hangs_up_within(rule.stall_seconds):
+                with self.proxy._lock:
+                    self.proxy.counts["stall-dropped"] += 1
             self._reset()
             return
         try:
@@ -288,6 +332,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
+        if fault == "trickle":
+            self._trickle(payload, rule.stall_seconds)
+            return
         if fault in ("reset-response", "truncate") and payload:
             self.wfile.write(payload[: len(payload) // 2])
             if fault == "reset-response":

@@ -9,7 +9,7 @@ import sys
 
 def _gcs_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "jobcommon.gcs", *args],
+        [sys.executable, "-m", "jobcommon.gsutil", *args],
         env=env,
         capture_output=True,
         text=True,

@@ -34,7 +34,7 @@ def test_cli_prints_endpoint_and_stops_on_interrupt(tmp_path):
         endpoint = line.strip().split("=", 1)[1]
         env = os.environ | {"STORAGE_EMULATOR_HOST": endpoint}
         subprocess.run(
-            [sys.executable, "-m", "jobcommon.gcs", "cp", __file__, "gs://bkt/t.py"],
+            [sys.executable, "-m", "jobcommon.gsutil", "cp", __file__, "gs://bkt/t.py"],
             env=env,
             check=True,
         )

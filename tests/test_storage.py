@@ -10,6 +10,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from storage_helpers import write_tree
 from tcp_proxy import TcpProxy
 
 from jobcommon import storage
@@ -37,18 +38,15 @@ def test_local_and_fuse_paths_use_the_same_calls(tmp_path):
 
 
 def _make_tree(root):
-    files = {
-        "model/saved_model.pb": os.urandom(1000),
-        "model/variables/variables.index": b"index",
-        "model/variables/variables.data-00000-of-00001": os.urandom(300_000),
-        "schema.json": b'{"a": 1}',
-    }
-    for rel, data in files.items():
-        path = os.path.join(root, rel)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "wb") as f:
-            f.write(data)
-    return files
+    return write_tree(
+        root,
+        {
+            "model/saved_model.pb": os.urandom(1000),
+            "model/variables/variables.index": b"index",
+            "model/variables/variables.data-00000-of-00001": os.urandom(300_000),
+            "schema.json": b'{"a": 1}',
+        },
+    )
 
 
 def test_directory_tree_round_trip_both_ways(bucket, tmp_path):

@@ -8,11 +8,11 @@ import signal
 import subprocess
 
 import numpy as np
+from process_helpers import sigkill_when
 from trainer_helpers import (
     REPO,
     child_env,
     epoch_records,
-    kill_when,
     new_bucket,
     read_text,
     run_task,
@@ -40,7 +40,7 @@ def test_sigkill_after_epoch_k_then_rerun_trains_each_remaining_epoch_once(gcs, 
     first = subprocess.Popen(
         task_cmd(*args), env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
-    kill_when(first, lambda: (checkpoints.latest_epoch(f"{bucket}/job/checkpoints") or 0) >= 3)
+    sigkill_when(first, lambda: (checkpoints.latest_epoch(f"{bucket}/job/checkpoints") or 0) >= 3)
     assert first.returncode == -signal.SIGKILL, first.stdout.read().decode()[-2000:]
     k = int(storage.read_text(latest))
     assert 3 <= k < EPOCHS

@@ -7,10 +7,10 @@ import signal
 import subprocess
 
 import pytest
+from process_helpers import sigkill_when
 from trainer_helpers import (  # noqa: F401 (a fixture)
     REPO,
     child_env,
-    kill_when,
     new_bucket,
     read_text,
     restore_logging,
@@ -100,7 +100,9 @@ def test_keras_tuner_search_resumes_after_a_kill_without_redoing_finished_trials
     env = child_env(gcs.env(), CLOUD_ML_HP_METRIC_FILE=str(tmp_path / "m"))
     search_dir = f"{bucket}/kt/checkpoints/tuner/search"
     first = subprocess.Popen(task_cmd(*args), env=env, cwd=REPO, stdout=subprocess.DEVNULL)
-    kill_when(first, lambda: storage.exists(search_dir) and bool(_completed_trials(search_dir)))
+    sigkill_when(
+        first, lambda: storage.exists(search_dir) and _completed_trials(search_dir), poll=0.1
+    )
     assert first.returncode == -signal.SIGKILL
     done_before = _completed_trials(search_dir)
     assert 1 <= len(done_before) < 3

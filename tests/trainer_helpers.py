@@ -5,12 +5,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -63,21 +60,6 @@ def run_task(args: list[str], env: dict[str, str], timeout: float = 300):
     return subprocess.run(
         task_cmd(*args), env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout
     )
-
-
-def kill_when(proc: subprocess.Popen, ready: Callable[[], bool], timeout: float = 180) -> None:
-    """SIGKILL ``proc`` as soon as ``ready()`` holds (or after ``timeout`` s); always reaped."""
-    try:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and proc.poll() is None:
-            if ready():
-                break
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
 
 
 def log_records(stdout: str) -> list[dict]:

@@ -9,9 +9,10 @@ import time
 import pytest
 from chaos_helpers import RATE, SEEDS
 from faultproxy import DOWNLOADS, TRANSIENT, Rule
+from storage_helpers import write_tree
 
 from jobcommon import storage
-from jobcommon.errors import NotFoundError, PermissionDeniedError
+from jobcommon.errors import NotFoundError, PermissionDeniedError, UsageError
 
 
 def _tree(root) -> dict[str, bytes]:
@@ -23,12 +24,7 @@ def _tree(root) -> dict[str, bytes]:
         "schema.json": b'{"features": []}',
     }
     files.update({f"shards/part-{i:03d}": os.urandom(1000 + i) for i in range(5)})
-    for rel, data in files.items():
-        path = os.path.join(root, rel)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "wb") as f:
-            f.write(data)
-    return files
+    return write_tree(root, files)
 
 
 def _no_partials(root) -> bool:
@@ -107,16 +103,61 @@ def test_truncated_downloads_are_detected_and_retried(faulty_gcs, tmp_path, requ
     assert _no_partials(tmp_path)
 
 
-def test_stalled_requests_time_out_and_are_retried(faulty_gcs, tmp_path, monkeypatch, request):
-    monkeypatch.setenv("STORAGE_REQUEST_TIMEOUT", "2")
-    gcs = faulty_gcs([Rule(rate=0.5, faults=("stall",), stall_seconds=6, limit=2)], seed=5)
-    bucket = gcs.new_bucket(request.node.name)
+def _stalled_round_trips(gcs, bucket: str) -> None:
     payloads = {f"{bucket}/s/{i}": os.urandom(2000 + i) for i in range(5)}
     with gcs.via_proxy():
         for uri, data in payloads.items():
             storage.write_bytes(uri, data)
         assert {uri: storage.read_bytes(uri) for uri in payloads} == payloads
+
+
+# The proxy holds a stalled request for 10 minutes unless the client hangs up: only the
+# client's own timeout can end it, and stall-dropped counts the times it did.
+LONG_STALL = 600.0
+
+
+def test_stalled_requests_time_out_and_are_retried(faulty_gcs, monkeypatch, request):
+    monkeypatch.setenv("STORAGE_REQUEST_TIMEOUT", "2")
+    gcs = faulty_gcs([Rule(rate=0.5, faults=("stall",), stall_seconds=LONG_STALL, limit=2)], seed=5)
+    _stalled_round_trips(gcs, gcs.new_bucket(request.node.name))
     assert gcs.proxy.counts["stall"] == 2
+    assert gcs.proxy.counts["stall-dropped"] == 2
+
+
+def test_the_default_request_timeout_applies_when_none_is_set(faulty_gcs, monkeypatch, request):
+    monkeypatch.delenv("STORAGE_REQUEST_TIMEOUT", raising=False)
+    assert storage.request_timeout() == storage.DEFAULT_REQUEST_TIMEOUT == 60.0
+    # The same stalls with nothing set: the default (shortened here) must end them.
+    monkeypatch.setattr(storage, "DEFAULT_REQUEST_TIMEOUT", 2.0)
+    gcs = faulty_gcs([Rule(rate=0.5, faults=("stall",), stall_seconds=LONG_STALL, limit=2)], seed=5)
+    _stalled_round_trips(gcs, gcs.new_bucket(request.node.name))
+    assert gcs.proxy.counts["stall-dropped"] == 2
+
+
+def test_a_slow_transfer_that_keeps_moving_is_not_cut(faulty_gcs, monkeypatch, request):
+    # The timeout bounds silence, not duration: a download whose answer takes 5 s to arrive,
+    # a piece every half second, must complete on its first request with a 2 s timeout.
+    monkeypatch.setenv("STORAGE_REQUEST_TIMEOUT", "2")
+    gcs = faulty_gcs([])
+    bucket = gcs.new_bucket(request.node.name)
+    data = os.urandom(300_000)
+    with gcs.direct():
+        storage.write_bytes(f"{bucket}/slow.bin", data)
+    gcs.proxy.configure(
+        [Rule(rate=1.0, faults=("trickle",), path=DOWNLOADS, stall_seconds=5, limit=1)]
+    )
+    with gcs.via_proxy():
+        assert storage.read_bytes(f"{bucket}/slow.bin") == data
+    assert gcs.proxy.counts["trickle"] == 1
+    assert gcs.proxy.counts["trickle-dropped"] == 0
+    assert gcs.proxy.requests_matching(DOWNLOADS) == 1
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "soon"])
+def test_a_bad_request_timeout_is_a_usage_error(monkeypatch, value):
+    monkeypatch.setenv("STORAGE_REQUEST_TIMEOUT", value)
+    with pytest.raises(UsageError, match="STORAGE_REQUEST_TIMEOUT.*positive number of seconds"):
+        storage.request_timeout()
 
 
 def _operations(bucket: str, tmp_path) -> dict:

@@ -2,9 +2,9 @@
 
 Example::
 
-    python -m jobcommon.gcs ls 'gs://demo/data/*.tfrecord'
-    python -m jobcommon.gcs cp -r ./export gs://demo/models/export
-    python -m jobcommon.gcs cat gs://demo/jobs/run1/metrics.json
+    python -m jobcommon.gsutil ls 'gs://demo/data/*.tfrecord'
+    python -m jobcommon.gsutil cp -r ./export gs://demo/models/export
+    python -m jobcommon.gsutil cat gs://demo/jobs/run1/metrics.json
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from jobcommon.logs import add_logging_flags, setup_logging
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobcommon.gcs", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m jobcommon.gsutil", description=__doc__)
     add_logging_flags(parser)
     sub = parser.add_subparsers(dest="command", required=True)
     ls = sub.add_parser("ls", help="list files matching a glob, or below a prefix")
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     rm.add_argument("-r", "--recursive", action="store_true")
     rm.add_argument("path")
     args = parser.parse_args(argv)
-    setup_logging("gcs", args.log_level, args.log_format)
+    setup_logging("gsutil", args.log_level, args.log_format)
 
     if args.command == "ls":
         has_glob = any(c in args.path for c in "*?[")
