@@ -27,7 +27,8 @@ sys.path.insert(0, HERE)
 from common import RESULTS_DIR, Row, markdown  # noqa: E402
 
 BENCHMARKS = ["trainer", "batch", "batch_lines", "executor", "startup", "tabular"]
-IMAGE_RESULTS = os.path.join(os.path.dirname(HERE), "docker", "RESULTS.md")
+# Written by the image test (docker/test-images.sh, part of CI), not by a bench script here.
+GATHERED_ONLY = ["images"]
 PACKAGES = ["tensorflow", "keras", "apache-beam", "papermill", "gcsfs", "orjson"]
 
 
@@ -123,7 +124,7 @@ def main() -> int:
         "![achieved vs target](results.png)",
         "",
     ]
-    for name in BENCHMARKS:
+    for name in BENCHMARKS + GATHERED_ONLY:
         rows, notes = load_rows(name)
         if not rows:
             continue
@@ -131,12 +132,6 @@ def main() -> int:
         parts += [f"## {name}", "", markdown(rows)]
         if notes:
             parts += [notes, ""]
-    if os.path.exists(IMAGE_RESULTS):
-        # Image sizes come from the last `make images` run (about 15 min; not re-run here).
-        with open(IMAGE_RESULTS) as f:
-            sizes = [line for line in f.read().splitlines() if line.startswith("| localhost/")]
-        parts += ["## images", "", "From the last `make images` run (docker/RESULTS.md):", ""]
-        parts += ["| image | size |", "|---|---|", *sizes, ""]
     with open(os.path.join(HERE, "RESULTS.md"), "w") as f:
         f.write("\n".join(parts))
     chart(all_rows, os.path.join(HERE, "results.png"))
