@@ -27,7 +27,7 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
-from jobcommon.errors import JobError, UsageError
+from jobcommon.errors import UsageError
 
 log = logging.getLogger(__name__)
 
@@ -254,48 +254,16 @@ def instances_url(project: str, zone: str, name: str = "") -> str:
     return f"{base}/{urllib.parse.quote(name)}" if name else base
 
 
-class _Transient(Exception):
-    """A 429/5xx answer or a dropped connection: worth another try."""
-
-
-def _error_message(resp) -> str:
-    try:
-        return resp.json()["error"]["message"]
-    except (ValueError, KeyError, TypeError):
-        return resp.text[:300]
+_DENIED_HINT = (
+    "the caller needs roles/compute.instanceAdmin.v1 (and roles/iam.serviceAccountUser on the "
+    "VM's service account)"
+)
 
 
 def _call(method: str, url: str, token: str, what: str, body: dict | None = None) -> dict:
-    import requests  # here, not at import time: `launch --help` needs none of it
+    from jobcommon.rest import call_json
 
-    from jobcommon.retry import call_with_retries
-
-    def once() -> requests.Response:
-        try:
-            resp = requests.request(
-                method, url, json=body, headers={"Authorization": f"Bearer {token}"}, timeout=60
-            )
-        except requests.RequestException as exc:
-            raise _Transient(f"{url} did not answer: {exc}") from exc
-        if resp.status_code == 429 or resp.status_code >= 500:
-            raise _Transient(f"HTTP {resp.status_code}: {_error_message(resp)}")
-        return resp
-
-    try:
-        resp = call_with_retries(
-            once, what=what, is_transient=lambda e: isinstance(e, _Transient), attempts=5
-        )
-    except _Transient as exc:
-        raise JobError(f"{what} failed after retries ({url}): {exc}") from exc
-    if resp.status_code in (401, 403):
-        raise JobError(
-            f"{what}: Compute Engine denied the request (HTTP {resp.status_code}: "
-            f"{_error_message(resp)}); the caller needs roles/compute.instanceAdmin.v1 "
-            "(and roles/iam.serviceAccountUser on the VM's service account)"
-        )
-    if resp.status_code >= 400:
-        raise JobError(f"{what} failed: HTTP {resp.status_code}: {_error_message(resp)}")
-    return resp.json() if resp.content else {}
+    return call_json(method, url, token=token, what=what, denied_hint=_DENIED_HINT, body=body)
 
 
 def insert_instance(project: str, zone: str, body: dict[str, Any], token: str) -> dict:

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from executor import exitcodes
-from jobcommon.errors import JobError, NotFoundError, UsageError
+from jobcommon.errors import NotFoundError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -99,17 +99,6 @@ def collection_url(project: str, region: str, endpoint: str | None = None) -> st
     )
 
 
-class _Transient(Exception):
-    pass
-
-
-def _error_message(resp) -> str:
-    try:
-        return resp.json()["error"]["message"]
-    except (ValueError, KeyError, TypeError):
-        return resp.text[:300]
-
-
 class VertexClient:
     """``customJobs.create`` and ``customJobs.get`` over REST, with retries for 429/5xx."""
 
@@ -119,38 +108,16 @@ class VertexClient:
         import requests  # here, not at import time: `batch --help` needs none of it
 
         self.endpoint = (endpoint or default_endpoint(region)).rstrip("/")
-        self.session = requests.Session()
-        self.session.headers["Authorization"] = f"Bearer {token}"
+        self.token = token
+        self.session = requests.Session()  # one connection pool for the create/get polling
 
     def _call(self, method: str, url: str, what: str, body: dict | None = None) -> dict:
-        import requests
+        from jobcommon.rest import call_json
 
-        from jobcommon.retry import call_with_retries
-
-        def once() -> requests.Response:
-            try:
-                resp = self.session.request(method, url, json=body, timeout=60)
-            except requests.RequestException as exc:
-                raise _Transient(f"{url} did not answer: {exc}") from exc
-            if resp.status_code == 429 or resp.status_code >= 500:
-                raise _Transient(f"HTTP {resp.status_code}: {_error_message(resp)}")
-            return resp
-
-        try:
-            resp = call_with_retries(
-                once, what=what, is_transient=lambda e: isinstance(e, _Transient), attempts=5
-            )
-        except _Transient as exc:
-            raise JobError(f"{what} failed after retries: {exc}") from exc
-        if resp.status_code in (401, 403):
-            raise JobError(
-                f"{what}: Vertex AI denied the request (HTTP {resp.status_code}: "
-                f"{_error_message(resp)}); the caller needs roles/aiplatform.user on project "
-                f"{self.project}"
-            )
-        if resp.status_code >= 400:
-            raise JobError(f"{what}: HTTP {resp.status_code}: {_error_message(resp)}")
-        return resp.json()
+        return call_json(
+            method, url, token=self.token, what=what, body=body, session=self.session,
+            denied_hint=f"the caller needs roles/aiplatform.user on project {self.project}",
+        )  # fmt: skip
 
     def create(self, body: dict[str, Any]) -> dict:
         """Create a CustomJob; returns it (``name`` identifies it from then on)."""

@@ -33,7 +33,7 @@ import re
 import sys
 
 from jobcommon import cli, storage
-from jobcommon.errors import JobError, UsageError
+from jobcommon.errors import UsageError
 from jobcommon.gcp_auth import access_token
 from jobcommon.logs import add_logging_flags, setup_logging
 
@@ -152,35 +152,21 @@ def build_request(args, container_args: list[str]) -> tuple[str, dict]:
 
 
 def send(args, collection: str, body: dict, token: str) -> dict:
-    """POST the request with ``token``; returns the created job (its ``name`` identifies it)."""
-    import requests
+    """POST the request with ``token``; returns the created job (its ``name`` identifies it).
+
+    Sent once: a create that timed out may still have created the job, and a second one
+    would start it twice.
+    """
+    from jobcommon.rest import call_json
 
     endpoint = (args.api_endpoint or f"https://{args.region}-aiplatform.googleapis.com").rstrip("/")
     url = f"{endpoint}/v1/projects/{args.project}/locations/{args.region}/{collection}"
-    try:
-        resp = requests.post(
-            url, json=body, headers={"Authorization": f"Bearer {token}"}, timeout=60
-        )
-    except requests.RequestException as exc:
-        raise JobError(f"could not reach {url}: {exc}") from exc
-    if resp.status_code in (401, 403):
-        raise JobError(
-            f"Vertex AI denied the request to {url} (HTTP {resp.status_code}: "
-            f"{_error_message(resp)}); the caller needs roles/aiplatform.user on project "
-            f"{args.project}, or pass a valid --access-token"
-        )
-    if resp.status_code >= 400:
-        raise JobError(
-            f"Vertex AI refused the request (HTTP {resp.status_code}): {_error_message(resp)}"
-        )
-    return resp.json()
-
-
-def _error_message(resp) -> str:
-    try:
-        return resp.json()["error"]["message"]
-    except (ValueError, KeyError, TypeError):
-        return resp.text[:300]
+    return call_json(
+        "POST", url, token=token, body=body, attempts=1,
+        what=f"creating the Vertex AI {collection[:-1]} {body.get('displayName', '')}".rstrip(),
+        denied_hint=f"the caller needs roles/aiplatform.user on project {args.project}, "
+        "or pass a valid --access-token",
+    )  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
