@@ -268,60 +268,60 @@ def _stream_files(req: RunRequest) -> dict[str, tuple[str, str]]:
     return out
 
 
-def _run_engine(
-    req: RunRequest, local_output: str, result_path: str, streams: dict[str, tuple[str, str]]
-) -> tuple[dict, bool]:
+@dataclass
+class _RunFiles:
+    """The run's local files, its stream targets and the status fields every record shares."""
+
+    workdir: str
+    local_output: str
+    result_path: str
+    streams: dict[str, tuple[str, str]]
+    common: dict[str, Any]
+
+
+@dataclass
+class _Outcome:
+    """How the run ended: state, engine result, interruption, preemption, timeout, end time."""
+
+    result: dict
+    state: str
+    interrupted: bool
+    preempted: bool
+    timeout: dict | None
+    ended: datetime
+
+    @property
+    def plain_interrupt(self) -> bool:
+        """Interrupted, not by a preemption: the run exits as interrupted and re-raises."""
+        return self.interrupted and not self.preempted
+
+    @property
+    def exit_code(self) -> int:
+        """The exit code the state gives, before any upload failure.
+
+        >>> ended = datetime.now(UTC)
+        >>> _Outcome({}, exitcodes.FAILED, True, False, None, ended).exit_code  # Ctrl-C
+        130
+        >>> _Outcome({}, exitcodes.PREEMPTED, True, True, None, ended).exit_code
+        15
+        """
+        if self.plain_interrupt:
+            return EXIT_INTERRUPTED
+        return exitcodes.EXIT_CODE_BY_STATE[self.state]
+
+
+def _run_engine(req: RunRequest, files: _RunFiles) -> tuple[dict, bool]:
     """Start papermill in its own process; stop it at the job timeout. Returns
     (the engine's result, whether the job timeout fired)."""
-    opts = req.options
-    progress_bar = opts.progress_bar
-    if progress_bar is None:  # papermill's default, but never into a log file or collector
-        progress_bar = not opts.log_output and sys.stderr.isatty()
-    spec = {
-        "input": req.local_input,
-        "output": local_output,
-        "parameters": req.parameters,
-        "kernel": req.kernel,
-        "language": req.language,
-        "cwd": opts.cwd,
-        "start_timeout": opts.start_timeout,
-        "execution_timeout": opts.execution_timeout,
-        "prepare_only": opts.prepare_only,
-        "report_mode": opts.report_mode,
-        "progress_bar": progress_bar,
-        "log_output": opts.log_output,
-        "stdout_file": streams.get("stdout", (None,))[0],
-        "stderr_file": streams.get("stderr", (None,))[0],
-        "log_format": req.log_format,
-        "log_level": req.log_level,
-        "run_id": req.run_id,
-        "result": result_path,
-    }
-    spec_path = os.path.join(req.workdir, "engine-spec.json")
-    with open(spec_path, "w") as f:
-        json.dump(spec, f, default=str)
-    if req.engine is not None:
-        proc = req.engine.start(spec_path)
-    else:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "executor.engine_process", spec_path], start_new_session=True
-        )
+    proc = _start_engine(req, _engine_spec(req, files))
     # The report's libraries load while the kernel runs, not before it starts.
     threading.Thread(target=status.load_report_libraries, daemon=True).start()
-    job_timed_out = False
     try:
-        proc.wait(timeout=opts.job_timeout)
+        proc.wait(timeout=req.options.job_timeout)
+        job_timed_out = False
     except subprocess.TimeoutExpired:
         job_timed_out = True
-        log.error("job timeout of %s s reached: interrupting the kernel", opts.job_timeout)
-        if _interrupt_kernels(proc):
-            try:
-                proc.wait(timeout=req.kill_grace)
-            except subprocess.TimeoutExpired:
-                log.error("the kernel did not stop within %s s: killing it", req.kill_grace)
-                _kill_tree(proc)
-        else:
-            _kill_tree(proc)
+        _stop_at_job_timeout(req, proc)
     except KeyboardInterrupt:
         # Interrupted ourselves (Ctrl-C, or SIGTERM from `docker stop` / a VM shutdown):
         # stop the kernel; the caller still uploads what ran, then re-raises.
@@ -332,17 +332,74 @@ def _run_engine(
             "evalue": "the executor was interrupted (SIGINT/SIGTERM) while the notebook ran",
             "interrupted": True,
         }, False
-    result: dict = {}
+    return _engine_result(files.result_path, proc, job_timed_out), job_timed_out
+
+
+def _engine_spec(req: RunRequest, files: _RunFiles) -> dict[str, Any]:
+    """What the engine process is told to run (see :mod:`executor.engine_process`)."""
+    opts = req.options
+    progress_bar = opts.progress_bar
+    if progress_bar is None:  # papermill's default, but never into a log file or collector
+        progress_bar = not opts.log_output and sys.stderr.isatty()
+    return {
+        "input": req.local_input,
+        "output": files.local_output,
+        "parameters": req.parameters,
+        "kernel": req.kernel,
+        "language": req.language,
+        "cwd": opts.cwd,
+        "start_timeout": opts.start_timeout,
+        "execution_timeout": opts.execution_timeout,
+        "prepare_only": opts.prepare_only,
+        "report_mode": opts.report_mode,
+        "progress_bar": progress_bar,
+        "log_output": opts.log_output,
+        "stdout_file": files.streams.get("stdout", (None,))[0],
+        "stderr_file": files.streams.get("stderr", (None,))[0],
+        "log_format": req.log_format,
+        "log_level": req.log_level,
+        "run_id": req.run_id,
+        "result": files.result_path,
+    }
+
+
+def _start_engine(req: RunRequest, spec: dict[str, Any]) -> subprocess.Popen:
+    """The running engine process: the one started early if any, else a new one."""
+    spec_path = os.path.join(req.workdir, "engine-spec.json")
+    with open(spec_path, "w") as f:
+        json.dump(spec, f, default=str)
+    if req.engine is not None:
+        return req.engine.start(spec_path)
+    return subprocess.Popen(
+        [sys.executable, "-m", "executor.engine_process", spec_path], start_new_session=True
+    )
+
+
+def _stop_at_job_timeout(req: RunRequest, proc: subprocess.Popen) -> None:
+    """At --job-timeout: interrupt the kernel, kill it if it outlives the kill grace."""
+    log.error("job timeout of %s s reached: interrupting the kernel", req.options.job_timeout)
+    if _interrupt_kernels(proc):
+        try:
+            proc.wait(timeout=req.kill_grace)
+        except subprocess.TimeoutExpired:
+            log.error("the kernel did not stop within %s s: killing it", req.kill_grace)
+            _kill_tree(proc)
+    else:
+        _kill_tree(proc)
+
+
+def _engine_result(result_path: str, proc: subprocess.Popen, job_timed_out: bool) -> dict:
+    """The engine's result file; else a failure naming its exit code ({} at a job timeout)."""
     if os.path.exists(result_path):
         with open(result_path) as f:
-            result = json.load(f)
-    elif not job_timed_out:
-        result = {
-            "state": exitcodes.FAILED,
-            "ename": "ExecutorError",
-            "evalue": f"the papermill process exited with code {proc.returncode}",
-        }
-    return result, job_timed_out
+            return json.load(f)
+    if job_timed_out:
+        return {}
+    return {
+        "state": exitcodes.FAILED,
+        "ename": "ExecutorError",
+        "evalue": f"the papermill process exited with code {proc.returncode}",
+    }
 
 
 def _upload_outputs(
@@ -400,37 +457,58 @@ def execute(req: RunRequest) -> RunResult:
     Writes OUTPUT (mirrored while running), OUTPUT as HTML, ``OUTPUT.status.json`` and the
     --stdout-file/--stderr-file targets.
     """
-    import nbformat
+    files = _start_run(req)
+    mirror = Mirror(files.local_output, req.output, req.options.mirror_interval).start()
+    try:
+        result, job_timed_out = _run_engine(req, files)
+    except BaseException:
+        mirror.stop(0)
+        raise
+    outcome = _outcome(req, result, job_timed_out)
+    nb, stopped, data = _finish_notebook(files.local_output, mirror, req.local_input, outcome)
+    record = _final_status(outcome, stopped, files)
+    uploads, failed = _upload_outputs(req, mirror, data, _render_html(nb), files.streams, record)
+    exit_code = outcome.exit_code
+    if failed and not exit_code:
+        exit_code = exitcodes.EXIT_UPLOAD_FAILED
+    _log_summary(req, record, failed, exit_code)
+    shutil.rmtree(files.workdir, ignore_errors=True)
+    if outcome.plain_interrupt:
+        raise KeyboardInterrupt
+    return RunResult(outcome.state, exit_code, record, uploads)
 
+
+def _start_run(req: RunRequest) -> _RunFiles:
+    """Set up the work dir and the stream files, log the run and write its RUNNING status."""
     workdir = req.workdir or tempfile.mkdtemp(prefix="executor-")
     req.workdir = workdir
-    opts = req.options
-    local_output = os.path.join(workdir, "output.ipynb")
-    result_path = os.path.join(workdir, "engine-result.json")
-    html_remote = outputs.html_path(req.output)
-    status_remote = outputs.status_path(req.output)
     streams = _stream_files(req)
-    started = datetime.now(UTC)
     common = dict(
         run_id=req.run_id,
         input_path=req.input,
         output_path=req.output,
-        html=html_remote,
+        html=outputs.html_path(req.output),
         parameters=req.parameters,
         kernel=req.kernel,
-        started=started,
+        started=datetime.now(UTC),
     )
     log.info("run %s: %s -> %s with %s", req.run_id, req.input, req.output, req.parameters)
     storage.write_text(
-        status_remote,
+        outputs.status_path(req.output),
         json.dumps(status.build_status(state=exitcodes.RUNNING, ended=None, **common), indent=2),
     )
-    mirror = Mirror(local_output, req.output, opts.mirror_interval).start()
-    try:
-        result, job_timed_out = _run_engine(req, local_output, result_path, streams)
-    except BaseException:
-        mirror.stop(0)
-        raise
+    return _RunFiles(
+        workdir=workdir,
+        local_output=os.path.join(workdir, "output.ipynb"),
+        result_path=os.path.join(workdir, "engine-result.json"),
+        streams=streams,
+        common=common,
+    )
+
+
+def _outcome(req: RunRequest, result: dict, job_timed_out: bool) -> _Outcome:
+    """Interrupted / preempted / job or cell timeout; an interrupt shortens --upload-deadline."""
+    opts = req.options
     interrupted = bool(result.get("interrupted"))
     preempted = (
         interrupted and req.interruption is not None and (req.interruption() == exitcodes.PREEMPTED)
@@ -459,23 +537,35 @@ def execute(req: RunRequest) -> RunResult:
         result["ename"] = "JobTimeout"
     elif state == exitcodes.TIMED_OUT:
         timeout = {"kind": "cell", "seconds": opts.execution_timeout}
+    return _Outcome(result, state, interrupted, preempted, timeout, ended)
 
-    nb = _final_notebook(local_output, mirror, req.local_input)
-    if state in (exitcodes.TIMED_OUT, exitcodes.KERNEL_DIED) or interrupted:
-        status.mark_stopped(nb, state, result.get("evalue") or state)
+
+def _finish_notebook(
+    local_output: str, mirror: Mirror, local_input: str, outcome: _Outcome
+) -> tuple[Any, tuple[int, Any] | None, bytes]:
+    """The final notebook, stopped cell marked if cut short, written: (nb, stopped, bytes)."""
+    import nbformat
+
+    nb = _final_notebook(local_output, mirror, local_input)
+    state = outcome.state
+    if state in (exitcodes.TIMED_OUT, exitcodes.KERNEL_DIED) or outcome.interrupted:
+        status.mark_stopped(nb, state, outcome.result.get("evalue") or state)
         stopped = status.stopped_cell(nb, unfinished=True)
     else:
         stopped = status.stopped_cell(nb)
     nbformat.write(nb, local_output)
     with open(local_output, "rb") as f:
         data = f.read()
+    return nb, stopped, data
 
-    if interrupted and not preempted:
-        exit_code = EXIT_INTERRUPTED
-    else:
-        exit_code = exitcodes.EXIT_CODE_BY_STATE[state]
+
+def _final_status(
+    outcome: _Outcome, stopped: tuple[int, Any] | None, files: _RunFiles
+) -> dict[str, Any]:
+    """The final status record: state, error, stopped cell, timeout, glued values, exit code."""
+    exit_code = outcome.exit_code
     stopped_at = None
-    if stopped is not None and state != exitcodes.SUCCEEDED:
+    if stopped is not None and outcome.state != exitcodes.SUCCEEDED:
         number, cell = stopped
         stopped_at = {
             "index": number,
@@ -483,26 +573,35 @@ def execute(req: RunRequest) -> RunResult:
             "source": "".join(cell.get("source", ""))[:300],
         }
     error = None
-    if state != exitcodes.SUCCEEDED:
-        error = {"name": result.get("ename"), "message": result.get("evalue")}
+    if outcome.state != exitcodes.SUCCEEDED:
+        error = {"name": outcome.result.get("ename"), "message": outcome.result.get("evalue")}
     record = status.build_status(
-        state=state,
-        ended=ended,
+        state=outcome.state,
+        ended=outcome.ended,
         error=error,
         stopped_at=stopped_at,
-        timeout=timeout,
-        glued=status.glued_values(local_output),
-        **common,
+        timeout=outcome.timeout,
+        glued=status.glued_values(files.local_output),
+        **files.common,
     )
     record["exit_code"] = exit_code
+    return record
+
+
+def _render_html(nb: Any) -> str | None:
+    """The notebook as HTML, or None when it cannot be rendered."""
     try:
-        html = status.render_html(nb)
+        return status.render_html(nb)
     except Exception as exc:  # the notebook itself is uploaded; HTML is a convenience
         log.warning("could not render the notebook as HTML: %s", exc)
-        html = None
-    uploads, failed = _upload_outputs(req, mirror, data, html, streams, record)
-    if failed and not exit_code:
-        exit_code = exitcodes.EXIT_UPLOAD_FAILED
+        return None
+
+
+def _log_summary(
+    req: RunRequest, record: dict[str, Any], failed: list[str], exit_code: int
+) -> None:
+    """One line saying how the run ended, where it stopped and what could not be uploaded."""
+    state, stopped_at, error = record["state"], record["failed_cell"], record["error"]
     summary = f"run {req.run_id} {state} in {record['duration_seconds']:.1f} s"
     if stopped_at and error:
         summary += f" at cell {stopped_at['index']}: {error['name']}: {error['message']}"
@@ -514,10 +613,6 @@ def execute(req: RunRequest) -> RunResult:
     else:
         level = logging.INFO if state == exitcodes.SUCCEEDED else logging.ERROR
         log.log(level, "%s; output %s", summary, req.output)
-    shutil.rmtree(workdir, ignore_errors=True)
-    if interrupted and not preempted:
-        raise KeyboardInterrupt
-    return RunResult(state, exit_code, record, uploads)
 
 
 def _final_notebook(local_output: str, mirror: Mirror, local_input: str):
