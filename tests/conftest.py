@@ -47,3 +47,23 @@ def pytest_ignore_collect(collection_path, config):
     if config.option.doctestmodules and collection_path.name == "conftest.py":
         return True
     return None
+
+
+def pytest_collection_modifyitems(config, items):
+    """Leave out docstrings whose every example is marked ``+SKIP``.
+
+    Those examples show a call that needs a cloud project, a VM or a running job; they are
+    documentation, and counting them as skipped tests would hide real skips.
+    """
+    import doctest
+
+    from _pytest.doctest import DoctestItem
+
+    def documentation_only(item) -> bool:
+        examples = item.dtest.examples if isinstance(item, DoctestItem) else []
+        return bool(examples) and all(ex.options.get(doctest.SKIP) for ex in examples)
+
+    dropped = [item for item in items if documentation_only(item)]
+    if dropped:
+        items[:] = [item for item in items if not documentation_only(item)]
+        config.hook.pytest_deselected(items=dropped)
