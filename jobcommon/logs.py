@@ -1,19 +1,26 @@
 """The one logging set-up for every entry point.
 
 Off a terminal (a Vertex job, a Dataflow worker, a VM) each record is one JSON object per
-line on stdout in Cloud Logging's structured format, written by google-cloud-logging's
-``StructuredLogHandler``: ``severity``, ``message`` and ``logging.googleapis.com/labels``.
-Errors go to stdout too, since Vertex shows every stderr line as ERROR. On a terminal the
-records are plain readable lines on stderr.
+line on stdout in Cloud Logging's structured format: ``severity``, ``message``, ``time``,
+``logging.googleapis.com/labels`` and ``logging.googleapis.com/sourceLocation``, plus a
+record's ``extra={"json_fields": {...}}`` at the top level. Errors go to stdout too, since
+Vertex shows every stderr line as ERROR. On a terminal the records are plain readable lines
+on stderr.
+
+The JSON lines are written by :class:`CloudLoggingFormatter` rather than google-cloud-logging's
+``StructuredLogHandler``: that handler only formats a dict, but importing it loads the whole
+Logging API client (0.3 s at every job's start, measured after TensorFlow was imported).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
 from collections.abc import Mapping
+from datetime import UTC, datetime
 
 LOG_FORMATS = ("auto", "json", "text")
 _TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
@@ -26,6 +33,41 @@ def default_labels(component: str) -> dict[str, str]:
         if os.environ.get(env):
             labels[key] = os.environ[env]
     return labels
+
+
+class CloudLoggingFormatter(logging.Formatter):
+    """One Cloud Logging structured entry (a JSON object) per record.
+
+    Example:
+        >>> record = logging.LogRecord("t", logging.INFO, "task.py", 7, "epoch %d", (3,), None)
+        >>> entry = json.loads(CloudLoggingFormatter({"component": "trainer"}).format(record))
+        >>> entry["severity"], entry["message"], entry["logging.googleapis.com/labels"]
+        ('INFO', 'epoch 3', {'python_logger': 't', 'component': 'trainer'})
+    """
+
+    def __init__(self, labels: Mapping[str, str]) -> None:
+        super().__init__()
+        self.labels = dict(labels)
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        if record.exc_info:
+            message += "\n" + self.formatException(record.exc_info)
+        if record.stack_info:
+            message += "\n" + self.formatStack(record.stack_info)
+        entry = {
+            "message": message,
+            "severity": record.levelname,
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "logging.googleapis.com/labels": {"python_logger": record.name, **self.labels},
+            "logging.googleapis.com/sourceLocation": {
+                "file": record.pathname,
+                "line": record.lineno,
+                "function": record.funcName,
+            },
+        }
+        entry.update(getattr(record, "json_fields", None) or {})
+        return json.dumps(entry, default=str)
 
 
 def resolve_format(log_format: str, stream=None) -> str:
@@ -55,17 +97,8 @@ def setup_logging(
     for handler in list(root.handlers):
         root.removeHandler(handler)
     if fmt == "json":
-        import google.cloud.logging_v2
-        from google.cloud.logging.handlers import StructuredLogHandler
-
-        # The handler's first record would otherwise be a message-less "instrumentation" entry,
-        # printed twice (it propagates to root); it tells Google which library wrote the logs.
-        google.cloud.logging_v2._instrumentation_emitted = True
-
-        all_labels = default_labels(component) | dict(labels or {})
-        handler: logging.Handler = StructuredLogHandler(
-            labels=all_labels, stream=sys.stdout, project_id=os.environ.get("CLOUD_ML_PROJECT_ID")
-        )
+        handler: logging.Handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(CloudLoggingFormatter(default_labels(component) | dict(labels or {})))
     else:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter(_TEXT_FORMAT, datefmt="%H:%M:%S"))
