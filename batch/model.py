@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from jobcommon import exports, storage
-from jobcommon.errors import BadInputError, JobError
+from jobcommon.errors import BadInputError, JobError, first_line
 from jobcommon.schema import SCHEMA_FILE, Schema
 
 log = logging.getLogger(__name__)
@@ -262,10 +262,9 @@ def _load_model(export_path: str, signature_name: str) -> LoadedModel:
     try:
         loaded = tf.saved_model.load(local)
     except Exception as exc:  # TF raises many kinds here; all mean "not a usable model"
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelLoadError(
-            f"cannot load the SavedModel at {export_path}: {first} (pass a directory written "
-            "by the trainer's export, or by model.export() / tf.saved_model.save)"
+            f"cannot load the SavedModel at {export_path}: {first_line(exc)} (pass a directory "
+            "written by the trainer's export, or by model.export() / tf.saved_model.save)"
         ) from exc
     names = sorted(loaded.signatures.keys())
     if signature_name not in loaded.signatures:

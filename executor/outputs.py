@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import string
-import uuid
-from datetime import UTC, datetime
 from typing import Any
 
 from jobcommon import storage
+from jobcommon.clock import unique_stamp
 from jobcommon.errors import UsageError
 
 
 def new_run_id() -> str:
     """A sortable, unique run id: ``20260101T120000Z-1a2b3c``."""
-    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+    return unique_stamp()
 
 
 def render_output(template: str, parameters: dict[str, Any], run_id: str) -> str:

@@ -34,7 +34,7 @@ from typing import Any
 import yaml
 
 from jobcommon import storage
-from jobcommon.errors import UsageError
+from jobcommon.errors import UsageError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ def safe_yaml(text: str | bytes, source: str) -> Any:
             )
         return loader.construct_document(node)
     except yaml.YAMLError as exc:
-        raise UsageError(f"{source}: not valid YAML ({str(exc).splitlines()[0]})") from exc
+        raise UsageError(f"{source}: not valid YAML ({first_line(exc)})") from exc
     except RecursionError as exc:
         raise UsageError(f"{source}: the YAML is nested too deeply") from exc
     finally:
