@@ -33,6 +33,7 @@ from pybase64 import b64encode
 from batch import instances
 from batch.instances import RecordError
 from batch.model import InputSpec
+from batch.numeric_json import NumericLines
 from batch.outputs import DUMP_OPTIONS, output_value
 from jobcommon.errors import first_line
 
@@ -103,6 +104,13 @@ def stack(rows: Sequence[dict[str, Any]], specs: dict[str, InputSpec]) -> dict[s
             arr = np.empty(len(values), dtype=object)
             arr[:] = values  # np.array() would turn bytes into a fixed-width dtype
             out[name] = arr
+        elif values and spec.shape and None not in spec.shape:
+            # Filled row by row: a row assigned is cast to the dtype (see batch.numeric_json)
+            # and np.stack's per-array cost is not paid.
+            arr = np.empty((len(values), *spec.shape), spec.numpy_dtype())
+            for i, value in enumerate(values):
+                arr[i] = value
+            out[name] = arr
         elif values:
             out[name] = np.stack(values)
         else:
@@ -135,19 +143,37 @@ def decode_json_batch(
 
     Every line is a record: a blank one is a ``blank_line`` error, so that records read
     always equal predictions plus errors. Without a key field the row head echoes the line
-    itself (the input instance, exactly as written, long integers included).
+    itself (the input instance, exactly as written, long integers included). Lines whose
+    inputs are plain arrays of numbers are read by :mod:`batch.numeric_json` (no Python
+    floats); the rest, and every line of a job with a key field or ``instanceConfig``, the
+    general way. Both give the same arrays and errors; errors come in the order of lines.
     """
     shaping = shaping or instances.Shaping()
+    # (line number, error): the errors are returned in the order of their lines.
+    numbered: list[tuple[int, ErrorTuple]] = []
+    texts: list[bytes] = []
+    sources: list[int] = []
+    for number, line in enumerate(lines):
+        text = line.strip()
+        if text:
+            texts.append(text)
+            sources.append(number)
+        else:
+            numbered.append((number, _blank(line)))
+    plain = shaping.key_field is None and not shaping.reshapes
+    numeric = NumericLines.for_specs(specs) if plain else None
+    fast, taken = numeric.read(texts) if numeric is not None else ({}, [])
+    if numeric is not None and len(taken) == len(texts):
+        return Batch([b'"instance":' + text for text in texts], fast), [e for _, e in numbered]
+    skip = set(taken)
     heads: list[bytes] = []
     rows: list[dict[str, Any]] = []
-    errors: list[ErrorTuple] = []
+    kept: list[int] = []
     loads = orjson.loads
-    plain = shaping.key_field is None and not shaping.reshapes
-    for line in lines:
-        text = line.strip()
-        if not text:
-            errors.append(_blank(line))
+    for index, (text, number) in enumerate(zip(texts, sources, strict=True)):
+        if index in skip:
             continue
+        line = lines[number]
         head = None
         try:
             try:
@@ -160,9 +186,40 @@ def decode_json_batch(
                 head = shaping.key_head(key)
             rows.append(instances.instance_tensors(value, specs))
             heads.append(head)
+            kept.append(index)
         except RecordError as err:
-            errors.append(_bad(line, err, head))
-    return Batch(heads, stack(rows, specs)), errors
+            numbered.append((number, _bad(line, err, head)))
+    numbered.sort(key=lambda pair: pair[0])
+    errors = [error for _, error in numbered]
+    general = stack(rows, specs)
+    if not taken:
+        return Batch(heads, general), errors
+    return _merged(texts, taken, fast, kept, heads, general), errors
+
+
+def _merged(
+    texts: Sequence[bytes],
+    taken: list[int],
+    fast: dict[str, np.ndarray],
+    kept: list[int],
+    heads: list[bytes],
+    general: dict[str, np.ndarray],
+) -> Batch:
+    """One Batch, in input order, of the records read the fast way (``taken``, the indices
+    of their ``texts``) and those read the general way (``kept``, with their ``heads``)."""
+    order = sorted(taken + kept)
+    rank = {index: position for position, index in enumerate(order)}
+    at_fast = [rank[index] for index in taken]
+    at_general = [rank[index] for index in kept]
+    tensors = {}
+    for name, values in fast.items():
+        arr = np.empty((len(order), *values.shape[1:]), values.dtype)
+        arr[at_fast] = values
+        arr[at_general] = general[name]
+        tensors[name] = arr
+    by_index = dict(zip(kept, heads, strict=True))
+    merged = [by_index.get(index) or b'"instance":' + texts[index] for index in order]
+    return Batch(merged, tensors)
 
 
 def csv_instance(header: Sequence[str], text: str, specs: dict[str, InputSpec]) -> dict[str, Any]:

@@ -283,17 +283,7 @@ def to_array(value: Any, spec: InputSpec) -> np.ndarray:
             raise RecordError(
                 WRONG_DTYPE, f"input {spec.name!r} needs {spec.dtype} values, got {got}"
             )
-        if arr.dtype != spec.dtype:
-            source = arr
-            with np.errstate(over="ignore", invalid="ignore"):
-                arr = arr.astype(spec.dtype)
-            # A finite value outside the dtype's range would silently become inf.
-            if arr.dtype.kind == "f" and not np.array_equal(
-                np.isfinite(arr), np.isfinite(source.astype(np.float64))
-            ):
-                raise RecordError(
-                    WRONG_DTYPE, f"input {spec.name!r} has values outside the {spec.dtype} range"
-                )
+        arr = cast(arr, spec)
     if arr.ndim != len(spec.shape) or any(
         want is not None and want != got for want, got in zip(spec.shape, arr.shape, strict=False)
     ):
@@ -302,6 +292,22 @@ def to_array(value: Any, spec: InputSpec) -> np.ndarray:
             f"input {spec.name!r} needs shape {_dims(spec.shape)}, got {_dims(arr.shape)}",
         )
     return arr
+
+
+def cast(arr: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """A numeric array in the spec's dtype; a finite value outside a float dtype's range
+    (which ``astype`` would silently make inf) raises ``wrong_dtype``."""
+    if arr.dtype == spec.dtype:
+        return arr
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = arr.astype(spec.dtype)
+    if out.dtype.kind == "f" and not np.array_equal(
+        np.isfinite(out), np.isfinite(arr.astype(np.float64, copy=False))
+    ):
+        raise RecordError(
+            WRONG_DTYPE, f"input {spec.name!r} has values outside the {spec.dtype} range"
+        )
+    return out
 
 
 def _kind_name(arr: np.ndarray) -> str:

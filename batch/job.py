@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import sys
 import time
 from typing import Any
 
@@ -18,6 +19,7 @@ from batch.options import BatchOptions
 from jobcommon import storage
 from jobcommon.errors import NotFoundError, UsageError
 from jobcommon.exports import TF_EXAMPLE_SIGNATURE
+from jobcommon.imports import without
 
 log = logging.getLogger("batch.predict")
 
@@ -141,8 +143,25 @@ def quiet_beam(level: str) -> None:
         )
 
 
+# Optional packages Beam imports eagerly and a batch job never uses (see jobcommon.imports):
+# the MongoDB connector's pymongo and bson, and pandas for DataFrame type hints.
+BEAM_UNUSED = ("pymongo", "bson", "pandas")
+
+
+def import_beam() -> None:
+    """Import Beam without :data:`BEAM_UNUSED` (0.3 s of the job's start on 2 cores), unless
+    this process has imported it already."""
+    if "apache_beam" in sys.modules:
+        return
+    # Its warning that MongoDB IO will not work says nothing about this job.
+    logging.getLogger("apache_beam.io.mongodbio").setLevel(logging.ERROR)
+    with without(*BEAM_UNUSED):
+        import apache_beam  # noqa: F401
+
+
 def run(opts: BatchOptions, beam_args: list[str], log_level: str = "INFO") -> int:
     """Check inputs, output and model, then run the pipeline (or submit it)."""
+    import_beam()
     from batch import beam_gcs, dataflow
 
     beam_gcs.configure()

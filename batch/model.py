@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib.abc
-import importlib.machinery
 import logging
 import os
 import sys
@@ -34,6 +32,7 @@ import numpy as np
 
 from jobcommon import exports, storage
 from jobcommon.errors import BadInputError, JobError, first_line
+from jobcommon.imports import without
 from jobcommon.schema import SCHEMA_FILE, Schema
 
 log = logging.getLogger(__name__)
@@ -186,26 +185,6 @@ def load_model(export_path: str, signature_name: str) -> LoadedModel:
         return _models[key]
 
 
-class _WithoutKeras(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """Makes ``keras`` (and ``tf_keras``) fail to import while TensorFlow is imported.
-
-    A finder that returns None would only pass the name on to the next finder, so this one
-    claims the name with a spec of its own (no origin: TF then finds no Keras directory)
-    whose module cannot be created.
-    """
-
-    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
-        if name.partition(".")[0] in ("keras", "tf_keras"):
-            return importlib.machinery.ModuleSpec(name, self)
-        return None
-
-    def create_module(self, spec: Any) -> Any:
-        raise ModuleNotFoundError(f"No module named {spec.name!r}", name=spec.name)
-
-    def exec_module(self, module: Any) -> None:  # never reached: create_module raises
-        raise ModuleNotFoundError(module.__name__)
-
-
 _tf_lock = threading.Lock()
 
 
@@ -225,12 +204,8 @@ def import_tensorflow() -> Any:
             import tensorflow as tf
 
             return tf
-        finder = _WithoutKeras()
-        sys.meta_path.insert(0, finder)
-        try:
+        with without("keras", "tf_keras", "scipy"):
             import tensorflow as tf
-        finally:
-            sys.meta_path.remove(finder)
         return tf
 
 

@@ -244,7 +244,7 @@ def _write_stats(stats: dict[str, Any], path: str) -> list[str]:
     return [path]
 
 
-def _finish(_count: int, marker: str) -> None:
+def _finish(_impulse: bytes, _written: list, marker: str) -> None:
     """The last step: every output is in place, so the run is no longer interrupted."""
     storage.delete(marker)
 
@@ -303,9 +303,13 @@ def build_pipeline(pipeline: beam.Pipeline, opts: BatchOptions, info: SignatureI
         | "Stats" >> beam.CombineGlobally(CountsFn())
         | "WriteStats" >> beam.Map(_write_stats, layout.stats_path(out_dir))
     )
+    written = [written_results, written_errors, written_stats] | "AllWritten" >> beam.Flatten()
+    # Once every output is written (a side input is ready only when its input is done).
     _ = (
-        [written_results, written_errors, written_stats]
-        | "AllWritten" >> beam.Flatten()
-        | "CountWritten" >> beam.combiners.Count.Globally()
-        | "Done" >> beam.Map(_finish, storage.join(out_dir, outputs.RUNNING_MARKER))
+        pipeline
+        | "Once" >> beam.Impulse()
+        | "Done"
+        >> beam.Map(
+            _finish, beam.pvalue.AsList(written), storage.join(out_dir, outputs.RUNNING_MARKER)
+        )
     )

@@ -123,6 +123,12 @@ def _move(src: str, dst: str) -> None:
         storage.copy(src, dst)
 
 
+def _finalize_once(
+    _impulse: bytes, parts: list[str], directory: str, shards: Shards, tmp_dir: str
+) -> list[str]:
+    return _finalize(parts, directory, shards, tmp_dir)
+
+
 def _finalize(parts: list[str], directory: str, shards: Shards, tmp_dir: str) -> list[str]:
     parts = sorted(parts)
     total = max(1, len(parts)) if shards.always else len(parts)
@@ -146,9 +152,15 @@ class WriteShards(beam.PTransform):
 
     def expand(self, lines):
         tmp_dir = storage.join(self._directory, f".tmp-{uuid.uuid4().hex[:12]}")
+        parts = lines | "WriteParts" >> beam.ParDo(_WriteParts(tmp_dir))
+        # Named once every part is written: one element that takes all parts as a side
+        # input (also when there are none), which Beam plans in fewer steps than a global
+        # combine of the part names would take.
         return (
-            lines
-            | "WriteParts" >> beam.ParDo(_WriteParts(tmp_dir))
-            | "CollectParts" >> beam.combiners.ToList()
-            | "NameShards" >> beam.Map(_finalize, self._directory, self._shards, tmp_dir)
+            lines.pipeline
+            | "Once" >> beam.Impulse()
+            | "NameShards"
+            >> beam.Map(
+                _finalize_once, beam.pvalue.AsList(parts), self._directory, self._shards, tmp_dir
+            )
         )
