@@ -46,9 +46,8 @@ class Batch:
     """Good records of one batch: output row heads and one stacked array per input.
 
     With ``echo_b64`` the heads are the records themselves, each to be echoed as
-    ``"instance": {"b64": ...}``: the base64 text is then made where the rows are written
-    (:meth:`row_heads`, :func:`results_text`), on a model thread, not on the thread that
-    reads the input.
+    ``"instance": {"b64": ...}``: the base64 text is then made only where the rows are
+    written (:meth:`row_heads`, :func:`results_text`).
     """
 
     heads: list[bytes]
@@ -354,7 +353,7 @@ def decode_example_batch(
 
     Without a key field the records are not parsed here: a tf.Example signature parses a
     whole batch at once, and a batch it fails on gets the careful per-record check then
-    (see :func:`batch.model_handler.check_records`). With a key field each record is
+    (see :func:`batch.isolation.check_records`). With a key field each record is
     parsed as a tf.Example for its key, and checked on the way.
     """
     if key_field is None:

@@ -90,21 +90,29 @@ def prepare_output(opts: BatchOptions) -> BatchOptions:
     return opts.with_run_dir(run_dir)
 
 
-def load_signature(opts: BatchOptions) -> Any:
-    """Load the model once here, so that one that cannot be served fails the job before it
-    starts; returns its SignatureInfo. Without ``--signature-name``, TFRecords go to the
-    model's tf.Example signature when it has one, everything else to serving_default."""
-    from batch.model import ModelLoadError, load_model, resolve_export
+def start_model(opts: BatchOptions) -> Any:
+    """Start loading the model in a process of its own (:mod:`batch.model_process`), so that
+    TensorFlow loads there while this process goes on; returns the ModelProcess. Without
+    ``--signature-name``, TFRecords go to the model's tf.Example signature when it has one,
+    everything else to serving_default."""
+    from batch import model_process
+    from batch.model import resolve_export
 
     export = resolve_export(opts.model_dir)
-    name = opts.signature_name or optionslib.DEFAULT_SIGNATURE
+    names = (opts.signature_name or optionslib.DEFAULT_SIGNATURE,)
     if opts.signature_name is None and opts.data_format in optionslib.TF_RECORD_FORMATS:
-        try:
-            return load_model(export, TF_EXAMPLE_SIGNATURE).info
-        except ModelLoadError as exc:
-            if "has no signature" not in str(exc):
-                raise
-    info = load_model(export, name).info
+        names = (TF_EXAMPLE_SIGNATURE, *names)
+    return model_process.shared(export, names)
+
+
+def load_signature(opts: BatchOptions, model: Any = None) -> Any:
+    """Wait for the model (started by :func:`start_model` unless given), so that one that
+    cannot be served fails the job before it starts; returns its SignatureInfo."""
+    from batch import model_process
+
+    model = model or start_model(opts)
+    info = model.info
+    model_process.register(model)
     if opts.data_format in (*optionslib.TF_RECORD_FORMATS, optionslib.FILE_LIST):
         specs = list(info.input_specs.values())
         if len(specs) != 1 or not specs[0].is_string:
@@ -161,6 +169,7 @@ def import_beam() -> None:
 
 def run(opts: BatchOptions, beam_args: list[str], log_level: str = "INFO") -> int:
     """Check inputs, output and model, then run the pipeline (or submit it)."""
+    model = start_model(opts)  # loads on the other core while Beam is imported here
     import_beam()
     from batch import beam_gcs, dataflow
 
@@ -168,7 +177,7 @@ def run(opts: BatchOptions, beam_args: list[str], log_level: str = "INFO") -> in
     quiet_beam(log_level)
     n_files = check_inputs(opts)
     check_output(opts)
-    info = load_signature(opts)
+    info = load_signature(opts, model)
     log.info(
         "model %s, signature %s, inputs %s; %d input file(s), format %s",
         info.export_path,

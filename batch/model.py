@@ -213,7 +213,7 @@ def one_thread_per_call() -> None:
     """Run each signature call on its calling thread alone (TF's intra-op pool of 1 thread).
 
     A batch job runs several calls at once, one per model thread (see
-    :func:`batch.model_handler.default_threads`): its parallelism is across batches, not
+    :func:`batch.model_process.default_threads`): its parallelism is across batches, not
     inside one. On 2 cores, the signature on batches of 64 from 3 threads took 6.7-7.1 us
     per record with one intra-op thread and 7.2-8.5 us with TF's default pool, and from
     one thread the same rate cost 1.1 cores instead of 1.5. ``TF_NUM_INTRAOP_THREADS``,

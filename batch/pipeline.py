@@ -6,9 +6,10 @@
         (JSON/CSV/file-list lines: batch.lines; TFRecords: batch.tfrecords)
         -> reshuffle
         -> decode + check each record of a batch (bad ones leave as error rows; tf.Examples
-           are checked only if the model fails on their batch, see batch.model_handler)
-        -> RunInference(SavedModelHandler: each batch started on a model thread on arrival,
-           its results lines made there as one piece of text)
+           are checked only if the model fails on their batch, see batch.isolation)
+        -> RunInference(SavedModelHandler: each batch sent on arrival to the model, which
+           runs in a process of its own, see batch.model_process; its results lines made
+           as one piece of text)
         -> results files            (one row per good record)
         -> errors files             (one row per bad record, from any step)
         -> stats                    (counts; predictions + errors == records read)
