@@ -23,12 +23,16 @@ Example:
 from __future__ import annotations
 
 import itertools
-import multiprocessing
+import json
 import os
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from multiprocessing.connection import Connection
 from typing import Any
 
 import numpy as np
@@ -62,16 +66,24 @@ class ModelProcess:
     """
 
     def __init__(self, export_path: str, signatures: Sequence[str], threads: int) -> None:
-        context = multiprocessing.get_context("spawn")  # fork is unsafe with threads running
-        self._conn, child = context.Pipe()
-        self._process = context.Process(
-            target=serve,
-            args=(child, export_path, tuple(signatures), threads),
-            name="batch-model",
-            daemon=True,
-        )
-        self._process.start()
-        child.close()
+        # A new interpreter, not a fork (unsafe with threads running) nor multiprocessing's
+        # spawn (which runs the parent's main script again: a script calling
+        # batch.predict.main without a __main__ guard would start its job twice).
+        ours, theirs = socket.socketpair()
+        package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, (package_root, env.get("PYTHONPATH"))))
+        self._process = subprocess.Popen(
+            [
+                sys.executable, "-m", "batch.model_process", str(theirs.fileno()),
+                export_path, json.dumps(list(signatures)), str(threads),
+            ],
+            pass_fds=(theirs.fileno(),),
+            stdin=subprocess.DEVNULL,
+            env=env,
+        )  # fmt: skip
+        theirs.close()
+        self._conn = Connection(ours.detach())
         self._send_lock = threading.Lock()
         self._pending: dict[int, Future] = {}
         self._pending_lock = threading.Lock()
@@ -103,7 +115,7 @@ class ModelProcess:
 
     def alive(self) -> bool:
         """False once the child has ended (a model that failed to load, a crash)."""
-        return not self._closed and self._process.is_alive()
+        return not self._closed and self._process.poll() is None
 
     def close(self) -> None:
         """End the child (it would end with this process anyway)."""
@@ -114,9 +126,11 @@ class ModelProcess:
                 self._conn.send(None)
         except OSError:
             pass  # already gone
-        self._process.join(10)
-        if self._process.is_alive():
+        try:
+            self._process.wait(10)
+        except subprocess.TimeoutExpired:
             self._process.kill()
+            self._process.wait()
         self._reader.join(10)
         self._conn.close()
 
@@ -145,8 +159,10 @@ class ModelProcess:
             future.set_exception(error)
 
     def _ended(self) -> str:
-        self._process.join(1)
-        code = self._process.exitcode
+        try:
+            code = self._process.wait(1)
+        except subprocess.TimeoutExpired:
+            code = None
         return f"the model's process ended (exit code {code}) before it answered"
 
 
@@ -255,3 +271,8 @@ def _portable(exc: Exception) -> Exception:
         return exc
     except Exception:
         return RuntimeError(f"{type(exc).__name__}: {exc}")
+
+
+if __name__ == "__main__":
+    fd, export, names, count = sys.argv[1:5]
+    serve(Connection(int(fd)), export, tuple(json.loads(names)), int(count))

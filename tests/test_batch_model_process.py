@@ -54,12 +54,15 @@ def _gone(pid: int, seconds: float = 20) -> bool:
 
 
 def test_the_job_process_runs_without_tensorflow_and_its_model_ends_with_it(
-    trained, bucket, gcs_env
+    trained, bucket, gcs_env, tmp_path
 ):
     lines = [json_line({"pixels": r.tolist()}) for r in trained["x"]]
     write_lines(f"{bucket}/in/part-0.jsonl", lines)
+    # A user's script without a __main__ guard: the model's process must not run it again.
+    script = tmp_path / "job.py"
+    script.write_text(JOB)
     cmd = [
-        sys.executable, "-c", JOB,
+        sys.executable, str(script),
         "--input-paths", f"{bucket}/in/*.jsonl", "--data-format", "JSON",
         "--output-path", f"{bucket}/out", "--model-dir", trained["model_dir"],
     ]  # fmt: skip
