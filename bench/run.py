@@ -29,7 +29,7 @@ from common import RESULTS_DIR, Row, markdown  # noqa: E402
 BENCHMARKS = ["trainer", "batch", "batch_lines", "executor", "startup", "tabular"]
 # Written by the image test (docker/test-images.sh, part of CI), not by a bench script here.
 GATHERED_ONLY = ["images"]
-PACKAGES = ["tensorflow", "keras", "apache-beam", "papermill", "gcsfs", "orjson"]
+PACKAGES = ["tensorflow", "keras", "apache-beam", "papermill", "gcsfs", "orjson", "pysimdjson"]
 
 
 def machine() -> str:
