@@ -42,3 +42,22 @@ def test_hidden_packages_fail_to_import_only_inside_the_block():
     with without("colorsys"), pytest.raises(ModuleNotFoundError, match="colorsys"):
         import colorsys  # noqa: F401
     import colorsys  # noqa: F401, F811
+
+
+def test_reading_a_tf_example_key_in_the_job_process_leaves_keras_out():
+    # TFRecords with a key field are parsed in the job process, which has not imported
+    # TensorFlow (the model has a process of its own): the import must skip Keras too.
+    code = (
+        "import sys\n"
+        "from batch import instances\n"
+        "try:\n"
+        "    instances.check_example(b'not a tf.Example', None)\n"
+        "except instances.RecordError as err:\n"
+        "    print(err.kind)\n"
+        "print('tensorflow' in sys.modules, 'keras' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["bad_example", "True", "False"]
