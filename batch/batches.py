@@ -104,8 +104,7 @@ def stack(rows: Sequence[dict[str, Any]], specs: dict[str, InputSpec]) -> dict[s
             arr[:] = values  # np.array() would turn bytes into a fixed-width dtype
             out[name] = arr
         elif values and spec.shape and None not in spec.shape:
-            # Filled row by row: a row assigned is cast to the dtype (see batch.numeric_json)
-            # and np.stack's per-array cost is not paid.
+            # Filled row by row: np.stack's per-array cost is not paid.
             arr = np.empty((len(values), *spec.shape), spec.numpy_dtype())
             for i, value in enumerate(values):
                 arr[i] = value

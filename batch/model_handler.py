@@ -39,18 +39,15 @@ Example:
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-import numpy as np
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from batch import batches, model_process
 from batch.batches import Batch
 from batch.instances import RecordError
-from batch.isolation import RerunCount, predict_isolating
 from batch.model import LoadedModel, load_model
 from batch.model_process import ModelProcess, default_threads
 
@@ -59,8 +56,6 @@ METRICS_NAMESPACE = "batch_predict"
 # fast as 1 or 2 in interleaved runs (fewer idle threads at the end of each call).
 BATCHES_PER_THREAD = 4
 
-# What the model gives for one Batch: batched outputs, or one entry per record.
-BatchOutputs = dict[str, np.ndarray] | list[dict[str, Any] | RecordError]
 # What a PredictionResult carries: the Batch's results lines as one text, or one entry per
 # record (some failed).
 Inference = bytes | list[dict[str, Any] | RecordError]
@@ -143,13 +138,7 @@ class SavedModelHandler(ModelHandler[Batch, PredictionResult, LoadedModel]):
 
 def _predict(model: LoadedModel, records: Batch) -> tuple[Inference, int, int]:
     """One Batch on a model in this process (Beam's shared copy of ``large_model``)."""
-    reruns = RerunCount()
-    start = time.perf_counter()
-    outputs = predict_isolating(model, records, reruns)
-    millis = int((time.perf_counter() - start) * 1000)
-    if isinstance(outputs, dict):
-        outputs = batches.output_columns(outputs)
-    return _inference(records, (outputs, millis, reruns.value))
+    return _inference(records, model_process.predict(model, records.tensors, len(records)))
 
 
 def _inference(records: Batch, outcome: model_process.Outcome) -> tuple[Inference, int, int]:

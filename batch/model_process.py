@@ -219,7 +219,7 @@ def serve(conn: Any, export_path: str, signatures: tuple[str, ...], threads: int
 
     def answer(call: int, tensors: dict[str, np.ndarray], count: int) -> None:
         try:
-            message = ("done", call, _predict(model, tensors, count))
+            message = ("done", call, predict(model, tensors, count))
         except Exception as exc:
             message = ("failed", call, _portable(exc))
         with send_lock:
@@ -248,7 +248,8 @@ def _load_first(export_path: str, signatures: tuple[str, ...]) -> Any:
     return load_model(export_path, signatures[-1])
 
 
-def _predict(model: Any, tensors: dict[str, np.ndarray], count: int) -> Outcome:
+def predict(model: Any, tensors: dict[str, np.ndarray], count: int) -> Outcome:
+    """One batch of ``count`` records on a loaded model -> its :data:`Outcome`."""
     from batch import batches
     from batch.isolation import RerunCount, predict_isolating
 
